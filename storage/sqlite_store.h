@@ -1,0 +1,44 @@
+#ifndef FERRY_STORAGE_SQLITE_STORE_H_
+#define FERRY_STORAGE_SQLITE_STORE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "storage/store.h"
+
+namespace ferry {
+
+struct SqliteOptions {
+  // The database file; its directory must exist.
+  std::string path;
+  // FULL: a commit is on disk before its callbacks run (survives power
+  // loss). NORMAL: survives a process crash, may lose the last commits on
+  // power loss.
+  enum class Sync { kFull, kNormal };
+  Sync sync = Sync::kFull;
+  // Read connections kept open for concurrent reads.
+  int max_readers = 4;
+  // Run `PRAGMA quick_check` at open and refuse a damaged file.
+  bool check_integrity = true;
+};
+
+// Opens or creates the database at `options.path` and applies pending schema
+// migrations. Takes an exclusive lock (a `<path>.lock` file) so that a second
+// broker on the same file fails at once instead of corrupting it.
+//
+// Errors, each naming the file and what to do:
+//   FAILED_PRECONDITION  another process holds the database
+//   DATA_LOSS            the file is damaged or not a Ferry database
+//   UNAVAILABLE          the file or its directory cannot be opened/written
+//   FAILED_PRECONDITION  the schema is newer than this binary understands
+//
+// The store starts one writer thread that owns the only write connection and
+// commits pending writes in groups; destroying the store completes every
+// queued write first.
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
+    const SqliteOptions& options);
+
+}  // namespace ferry
+
+#endif  // FERRY_STORAGE_SQLITE_STORE_H_

@@ -1,0 +1,275 @@
+// SqliteStore beyond the Store contract: opening, locking, refusing files it
+// must not serve, and its SQLite settings. The contract itself is in
+// store_contract_test.cc.
+
+#include "storage/sqlite_store.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/store.h"
+#include "tests/fake_clock.h"
+#include "tests/status_matchers.h"
+#include "tests/store_test_util.h"
+
+namespace ferry::testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+// Runs `sql` on `path` through a plain SQLite connection, as another program
+// would; returns the first column of the last row, if any.
+absl::StatusOr<std::string> RawSql(const std::string& path,
+                                   const std::string& sql) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  std::string last;
+  char* error = nullptr;
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_exec(
+        db, sql.c_str(),
+        [](void* out, int columns, char** values, char**) {
+          if (columns > 0 && values[0] != nullptr) {
+            *static_cast<std::string*>(out) = values[0];
+          }
+          return 0;
+        },
+        &last, &error);
+  }
+  absl::Status status;
+  if (rc != SQLITE_OK) {
+    status = absl::InternalError(
+        absl::StrCat("sqlite (", rc, ") on ", path, ": ",
+                     error != nullptr ? error : sqlite3_errmsg(db)));
+  }
+  sqlite3_free(error);
+  sqlite3_close_v2(db);
+  if (!status.ok()) return status;
+  return last;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+}
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
+
+  absl::StatusOr<std::unique_ptr<Store>> Open(
+      SqliteOptions::Sync sync = SqliteOptions::Sync::kFull) {
+    SqliteOptions options;
+    options.path = path_;
+    options.sync = sync;
+    return OpenSqliteStore(options);
+  }
+
+  // Creates a Ferry database with one job in it, and closes it.
+  void MakeFerryDatabase() {
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+    ASSERT_THAT(Create(*store, MakeJob("q", clock_.Now())), IsOk());
+  }
+
+  ScopedTempDir dir_;
+  const std::string path_ = dir_.path() + "/ferry.db";
+  FakeClock clock_;
+};
+
+TEST_F(SqliteStoreTest, SecondOpenOfTheSameFileIsRefusedWhileTheFirstIsOpen) {
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> first, Open());
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                               AllOf(HasSubstr("in use"), HasSubstr(path_))));
+  // The first store is unharmed, and its lock goes with it.
+  EXPECT_THAT(Create(*first, MakeJob("q", clock_.Now())), IsOk());
+  first.reset();
+  EXPECT_THAT(Open(), IsOk());
+}
+
+TEST_F(SqliteStoreTest, LockFileLeftByADeadProcessDoesNotBlockOpening) {
+  WriteFile(path_ + ".lock", "12345\n");
+  EXPECT_THAT(Open(), IsOk());
+}
+
+TEST_F(SqliteStoreTest, EmptyFileBecomesANewDatabase) {
+  WriteFile(path_, "");
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+  EXPECT_THAT(Create(*store, MakeJob("q", clock_.Now())), IsOk());
+}
+
+TEST_F(SqliteStoreTest, FileOfGarbageIsDataLossNamingThePath) {
+  std::string garbage = "this is not a database, it is a shopping list\n";
+  for (int i = 0; garbage.size() < 16384; ++i) {
+    garbage.push_back(static_cast<char>((i * 7919 + 13) & 0xff));
+  }
+  WriteFile(path_, garbage);
+
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path_)));
+  EXPECT_EQ(ReadFile(path_), garbage) << "the file was modified";
+  // Refusing released the lock: the answer is the same the second time.
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(SqliteStoreTest, DatabaseWithSomeoneElsesTablesIsDataLoss) {
+  ASSERT_THAT(RawSql(path_,
+                     "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total);"
+                     "INSERT INTO invoices (total) VALUES (42);"),
+              IsOk());
+
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path_)));
+  EXPECT_THAT(RawSql(path_, "SELECT total FROM invoices"),
+              IsOkAndHolds(std::string("42")));
+  EXPECT_THAT(
+      RawSql(path_, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs'"),
+      IsOkAndHolds(std::string("0")));
+}
+
+TEST_F(SqliteStoreTest, DatabaseOfAnotherApplicationIsDataLoss) {
+  ASSERT_THAT(RawSql(path_, "PRAGMA application_id = 1234;"), IsOk());
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path_)));
+}
+
+TEST_F(SqliteStoreTest, DamagedFerryDatabaseIsDataLoss) {
+  ASSERT_NO_FATAL_FAILURE(MakeFerryDatabase());
+  std::string bytes = ReadFile(path_);
+  const size_t page_size = 4096;  // SQLite's default
+  ASSERT_GE(bytes.size(), 3 * page_size);
+  // Page 2 is the root of the first table made (jobs).
+  for (size_t i = page_size; i < 2 * page_size; ++i) bytes[i] = '\xab';
+  WriteFile(path_, bytes);
+
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path_)));
+}
+
+TEST_F(SqliteStoreTest, SchemaNewerThanThisBinaryIsFailedPrecondition) {
+  ASSERT_NO_FATAL_FAILURE(MakeFerryDatabase());
+  ASSERT_THAT(RawSql(path_, "PRAGMA user_version = 99;"), IsOk());
+
+  EXPECT_THAT(Open(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(path_), HasSubstr("version 99"))));
+  // Refusing released the lock: not "in use" the second time.
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                               HasSubstr("version 99")));
+  EXPECT_THAT(RawSql(path_, "PRAGMA user_version"),
+              IsOkAndHolds(std::string("99")));
+}
+
+TEST_F(SqliteStoreTest, MissingDirectoryIsUnavailable) {
+  SqliteOptions options;
+  options.path = dir_.path() + "/no/such/dir/ferry.db";
+  EXPECT_THAT(OpenSqliteStore(options),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       HasSubstr(dir_.path() + "/no/such/dir/ferry.db")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/no"));
+}
+
+TEST_F(SqliteStoreTest, ReadOnlyFileIsUnavailable) {
+  ASSERT_NO_FATAL_FAILURE(MakeFerryDatabase());
+  ASSERT_EQ(chmod(path_.c_str(), 0444), 0);
+  if (geteuid() == 0 || access(path_.c_str(), W_OK) == 0) {
+    GTEST_SKIP() << "running as root (or with CAP_DAC_OVERRIDE): file "
+                    "permissions are not enforced, so a 0444 file is still "
+                    "writable";
+  }
+  EXPECT_THAT(Open(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr(path_)));
+}
+
+TEST_F(SqliteStoreTest, WalModeIsInEffect) {
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+  ASSERT_THAT(Create(*store, MakeJob("q", clock_.Now())), IsOk());
+
+  // Committed pages sit in the write-ahead log until a checkpoint.
+  EXPECT_TRUE(std::filesystem::exists(path_ + "-wal"));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW) << sqlite3_errmsg(db);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)),
+               "wal");
+  sqlite3_finalize(stmt);
+  sqlite3_close_v2(db);
+}
+
+// synchronous is a per-connection setting that no other connection can
+// observe; what we can check is that the store works, durably, in both modes.
+TEST_F(SqliteStoreTest, StoreWorksWithEitherSyncMode) {
+  for (SqliteOptions::Sync sync :
+       {SqliteOptions::Sync::kFull, SqliteOptions::Sync::kNormal}) {
+    SCOPED_TRACE(sync == SqliteOptions::Sync::kFull ? "FULL" : "NORMAL");
+    int64_t id = 0;
+    {
+      FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open(sync));
+      FERRY_ASSERT_OK_AND_ASSIGN(CreateResult created,
+                                 Create(*store, MakeJob("q", clock_.Now())));
+      id = created.job.id;
+      ASSERT_THAT(Lease(*store, id, "tok", "w1", clock_.Now()), IsOk());
+      ASSERT_THAT(Finish(*store, id, "tok", Succeeded(clock_.Now(), "result")),
+                  IsOk());
+    }
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> reopened, Open(sync));
+    FERRY_ASSERT_OK_AND_ASSIGN(JobRecord job,
+                               reopened->GetJob(id, /*with_payload=*/true));
+    EXPECT_EQ(job.state, JobState::kSucceeded);
+    EXPECT_EQ(job.result, "result");
+  }
+}
+
+TEST_F(SqliteStoreTest, DestroyingTheStoreCompletesPendingWrites) {
+  constexpr int kWrites = 200;
+  struct Completions {
+    std::atomic<int> ok{0};
+    std::atomic<int> failed{0};
+  };
+  auto completions = std::make_shared<Completions>();
+  {
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+    for (int i = 0; i < kWrites; ++i) {
+      store->CreateJobs(
+          {MakeJob("q", clock_.Now())}, [completions](auto result) {
+            (result.ok() ? completions->ok : completions->failed).fetch_add(1);
+          });
+    }
+    // No Flush, no waiting: the destructor must finish the work.
+  }
+  EXPECT_EQ(completions->ok.load(), kWrites);
+  EXPECT_EQ(completions->failed.load(), 0);
+
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> reopened, Open());
+  ListFilter all;
+  all.limit = kWrites + 10;
+  EXPECT_THAT(reopened->ListJobs(all), IsOkAndHolds(SizeIs(kWrites)));
+}
+
+}  // namespace
+}  // namespace ferry::testing
