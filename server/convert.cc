@@ -1,0 +1,94 @@
+#include "server/convert.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace ferry {
+
+void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
+  const int64_t micros = absl::ToUnixMicros(t);
+  int64_t seconds = micros / 1000000;
+  int64_t rest = micros % 1000000;
+  if (rest < 0) {
+    rest += 1000000;
+    --seconds;
+  }
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(rest * 1000));
+}
+
+void ToProto(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t nanos = absl::ToInt64Nanoseconds(d);
+  out->set_seconds(nanos / 1000000000);
+  out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
+
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+namespace {
+
+void SetTime(absl::Time t, google::protobuf::Timestamp* out) {
+  if (t != absl::InfinitePast()) ToProto(t, out);
+}
+
+}  // namespace
+
+void ToProto(const JobRecord& job, bool with_payload, v1::Job* out) {
+  out->set_id(FormatJobId(job.id));
+  out->set_queue(job.queue);
+  out->set_kind(job.kind);
+  if (with_payload) {
+    out->set_payload(job.payload);
+    out->set_result(job.result);
+  }
+  out->set_content_type(job.content_type);
+  out->mutable_labels()->insert(job.labels.begin(), job.labels.end());
+  out->set_priority(job.priority);
+  out->set_state(ToProto(job.state));
+  out->set_attempt(job.attempt);
+  v1::RetryPolicy* retry = out->mutable_retry();
+  retry->set_max_attempts(job.max_attempts);
+  ToProto(job.initial_backoff, retry->mutable_initial_backoff());
+  ToProto(job.max_backoff, retry->mutable_max_backoff());
+  ToProto(job.lease_ttl, out->mutable_lease_ttl());
+  if (job.timeout > absl::ZeroDuration()) {
+    ToProto(job.timeout, out->mutable_timeout());
+  }
+  SetTime(job.run_at, out->mutable_run_at());
+  SetTime(job.created_at, out->mutable_created_at());
+  SetTime(job.started_at, out->mutable_started_at());
+  SetTime(job.finished_at, out->mutable_finished_at());
+  SetTime(job.updated_at, out->mutable_updated_at());
+  out->set_idempotency_key(job.idempotency_key);
+  out->set_last_error(job.last_error);
+  if (job.progress_percent != 0 || !job.progress_message.empty()) {
+    out->mutable_progress()->set_percent(job.progress_percent);
+    out->mutable_progress()->set_message(job.progress_message);
+  }
+  out->set_worker_id(job.worker_id);
+  if (job.state == JobState::kRunning) {
+    SetTime(job.lease_deadline, out->mutable_lease_deadline());
+  }
+}
+
+std::string FormatJobId(int64_t id) { return absl::StrCat(id); }
+
+absl::StatusOr<int64_t> ParseJobId(absl::string_view id) {
+  int64_t value = 0;
+  if (id.empty()) return absl::InvalidArgumentError("job_id is required");
+  if (!absl::SimpleAtoi(id, &value) || value <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job_id must be a positive integer as returned by Submit, got \"",
+        absl::CEscape(id.substr(0, 64)), "\""));
+  }
+  return value;
+}
+
+}  // namespace ferry

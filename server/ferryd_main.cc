@@ -1,0 +1,191 @@
+// ferryd: the Ferry broker. Parses flags, opens the store, serves until
+// SIGTERM or SIGINT, then shuts down gracefully.
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/log_format.h"
+#include "server/server.h"
+#include "spdlog/cfg/env.h"
+#include "storage/sqlite_store.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
+          "Address to serve gRPC on, host:port. Port 0 picks a free port; "
+          "the log line 'listening address=...' tells which.");
+ABSL_FLAG(std::string, db, "./data/ferry.db",
+          "SQLite database file; created (with its directory) if missing.");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error or off. SPDLOG_LEVEL overrides.");
+ABSL_FLAG(std::string, sync, "full",
+          "full: every acknowledged change survives power loss (fsync per "
+          "commit). normal: survives a ferryd crash, may lose the last "
+          "commits on power loss; faster on slow disks.");
+ABSL_FLAG(absl::Duration, retention, absl::Hours(24 * 7),
+          "How long finished jobs (SUCCEEDED, FAILED, CANCELLED) are kept.");
+ABSL_FLAG(int64_t, max_payload_bytes, 1 << 20,
+          "Largest job payload (and result) accepted, in bytes.");
+ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(30),
+          "Default lease TTL for jobs that set none: how long a worker may "
+          "go without a heartbeat before its job is re-run.");
+ABSL_FLAG(int32_t, max_attempts, 5,
+          "Default attempts per job (the first included) for jobs that set "
+          "none.");
+ABSL_FLAG(absl::Duration, initial_backoff, absl::Seconds(1),
+          "Default delay before the first retry; doubles per attempt.");
+ABSL_FLAG(absl::Duration, max_backoff, absl::Hours(1),
+          "Default cap on the retry delay.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "On SIGTERM, how long workers get to report running jobs before "
+          "ferryd exits.");
+ABSL_FLAG(bool, integrity_check, true,
+          "Check the database (PRAGMA quick_check) at start and refuse a "
+          "damaged one.");
+
+namespace ferry {
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitFailure = 1;
+
+// mkdir -p of the directory that holds `path`.
+absl::Status MakeParentDirs(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return absl::OkStatus();
+  const std::string dir = path.substr(0, slash);
+  for (size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    const std::string prefix = dir.substr(0, pos);
+    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create directory ", prefix,
+                       " for --db: ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
+  const std::string sync = absl::GetFlag(FLAGS_sync);
+  if (sync == "full") {
+    sqlite.sync = SqliteOptions::Sync::kFull;
+  } else if (sync == "normal") {
+    sqlite.sync = SqliteOptions::Sync::kNormal;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sync must be full or normal, got ", sync));
+  }
+  JobPolicy& policy = options.broker.policy;
+  policy.lease_ttl = absl::GetFlag(FLAGS_lease_ttl);
+  policy.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  policy.initial_backoff = absl::GetFlag(FLAGS_initial_backoff);
+  policy.max_backoff = absl::GetFlag(FLAGS_max_backoff);
+  policy.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  options.broker.retention = absl::GetFlag(FLAGS_retention);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (policy.lease_ttl < kMinLeaseTtl || policy.lease_ttl > kMaxLeaseTtl) {
+    return absl::InvalidArgumentError("--lease_ttl must be between 1s and 24h");
+  }
+  if (policy.max_attempts < 1 || policy.max_attempts > kMaxAttempts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_attempts must be between 1 and ", kMaxAttempts));
+  }
+  if (policy.initial_backoff < absl::ZeroDuration() ||
+      policy.max_backoff < policy.initial_backoff) {
+    return absl::InvalidArgumentError(
+        "--initial_backoff must be >= 0 and --max_backoff >= it");
+  }
+  if (policy.max_payload_bytes < 1 || policy.max_payload_bytes > (256 << 20)) {
+    return absl::InvalidArgumentError(
+        "--max_payload_bytes must be between 1 and 268435456");
+  }
+  if (options.broker.retention <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--retention must be positive");
+  }
+  if (options.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Ferry broker: a durable job queue served over gRPC.\n"
+      "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
+      "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
+      "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.");
+  absl::ParseCommandLine(argc, argv);
+
+  auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
+  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
+    std::fprintf(stderr,
+                 "ferryd: --log_level must be one of trace, debug, "
+                 "info, warn, error, off\n");
+    return kExitUsage;
+  }
+  spdlog::set_level(level);
+  spdlog::cfg::load_env_levels();
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v",
+                      spdlog::pattern_time_type::utc);
+
+  ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  SqliteOptions sqlite;
+  sqlite.path = absl::GetFlag(FLAGS_db);
+  sqlite.check_integrity = absl::GetFlag(FLAGS_integrity_check);
+  if (absl::Status s = Validate(options, sqlite); !s.ok()) {
+    std::fprintf(stderr, "ferryd: %s\n", std::string(s.message()).c_str());
+    return kExitUsage;
+  }
+
+  // Signals go to the thread that waits for them below, not to gRPC's.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (absl::Status s = MakeParentDirs(sqlite.path); !s.ok()) {
+    spdlog::error("cannot start status=\"{}\"", s.message());
+    return kExitFailure;
+  }
+  spdlog::info("opening database path={} sync={}", sqlite.path,
+               absl::GetFlag(FLAGS_sync));
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(sqlite);
+  if (!store.ok()) {
+    spdlog::error("cannot open database path={} status=\"{}\"", sqlite.path,
+                  store.status().ToString());
+    return kExitFailure;
+  }
+  absl::StatusOr<std::unique_ptr<FerryServer>> server =
+      FerryServer::Start(store->get(), SystemClock::Get(), options);
+  if (!server.ok()) {
+    spdlog::error("cannot start status=\"{}\"", server.status().ToString());
+    return kExitFailure;
+  }
+  spdlog::info("listening address={}", (*server)->address());
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("received signal={}", strsignal(signal_number));
+  (*server)->Shutdown();
+  server->reset();
+  store->reset();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace ferry
+
+int main(int argc, char** argv) { return ferry::Run(argc, argv); }

@@ -1,0 +1,482 @@
+#include "server/jobs_service.h"
+
+#include <deque>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
+#include "server/convert.h"
+#include "server/service_util.h"
+#include "server/validate.h"
+#include "server/write_queue.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint32_t kDefaultPageSize = 100;
+constexpr uint32_t kMaxPageSize = 1000;
+constexpr absl::Duration kDefaultWait = absl::Seconds(30);
+constexpr absl::Duration kMaxWait = absl::Hours(1);
+constexpr size_t kMaxReasonLength = 1024;
+
+bool WantPayload(v1::JobView view, v1::JobView default_view) {
+  if (view == v1::JOB_VIEW_UNSPECIFIED) view = default_view;
+  return view == v1::JOB_VIEW_FULL;
+}
+
+absl::Status ValidateView(v1::JobView view) {
+  if (!v1::JobView_IsValid(view)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown view ", view));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateState(v1::JobState state) {
+  if (!v1::JobState_IsValid(state)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown state ", state));
+  }
+  return absl::OkStatus();
+}
+
+// The response to Submit: the job without its payload (the client has it).
+void FillSubmit(const CreateResult& created, v1::SubmitResponse* response) {
+  ToProto(created.job, /*with_payload=*/true, response->mutable_job());
+  response->mutable_job()->clear_payload();
+  response->set_created(created.created);
+}
+
+// Serializes the updates of one job onto a Watch stream. Lives until gRPC
+// is done with the call and the broker has let go of it.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
+                           public JobSink,
+                           public std::enable_shared_from_this<WatchReactor> {
+ public:
+  WatchReactor(Broker* broker, bool with_payload)
+      : broker_(broker), with_payload_(with_payload) {}
+
+  // Registers with the broker, or ends the call with `invalid` if set.
+  void Start(absl::StatusOr<int64_t> id, std::shared_ptr<WatchReactor> self) {
+    self_ = std::move(self);
+    absl::StatusOr<uint64_t> handle =
+        id.ok()
+            ? broker_->Watch(*id, shared_from_this(), absl::InfiniteFuture())
+            : absl::StatusOr<uint64_t>(id.status());
+    if (!handle.ok()) {
+      Close(handle.status());
+      Kick();
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    handle_ = *handle;
+  }
+
+  void Push(JobRecord job) override { writes_.Push(std::move(job)); }
+  void Close(absl::Status status) override { writes_.Close(std::move(status)); }
+
+  void Kick() override {
+    JobRecord next;
+    absl::Status finish;
+    switch (writes_.Next(&next, &finish)) {
+      case WriteQueue<JobRecord>::Action::kNothing:
+        return;
+      case WriteQueue<JobRecord>::Action::kFinish:
+        Finish(ToGrpcStatus(finish));
+        return;
+      case WriteQueue<JobRecord>::Action::kWrite:
+        break;
+    }
+    response_.Clear();
+    ToProto(next, /*with_payload=*/false, response_.mutable_job());
+    if (with_payload_) {
+      // Updates carry no payload; read it (and the result) when asked for.
+      absl::StatusOr<JobRecord> full = broker_->Get(next.id, true);
+      if (full.ok()) {
+        response_.mutable_job()->set_payload(full->payload);
+        response_.mutable_job()->set_result(full->result);
+      }
+    }
+    StartWrite(&response_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    writes_.WriteDone(ok);
+    Kick();
+  }
+
+  void OnCancel() override {
+    Close(absl::CancelledError("cancelled by the client"));
+    Kick();
+  }
+
+  void OnDone() override {
+    writes_.SetDone();
+    uint64_t handle;
+    {
+      absl::MutexLock lock(&mu_);
+      handle = handle_;
+    }
+    broker_->Unwatch(handle);
+    std::shared_ptr<WatchReactor> keep = std::move(self_);
+  }
+
+ private:
+  Broker* const broker_;
+  const bool with_payload_;
+  std::shared_ptr<WatchReactor> self_;  // until OnDone
+  v1::WatchResponse response_;          // owned by the write in flight
+
+  WriteQueue<JobRecord> writes_;
+
+  absl::Mutex mu_;
+  uint64_t handle_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Completes a Wait call when its job turns terminal or the wait times out.
+class WaitSink final : public JobSink {
+ public:
+  WaitSink(Broker* broker, grpc::ServerUnaryReactor* reactor,
+           v1::WaitResponse* response, bool with_payload)
+      : broker_(broker),
+        reactor_(reactor),
+        response_(response),
+        with_payload_(with_payload) {}
+
+  void Push(JobRecord job) override {
+    absl::MutexLock lock(&mu_);
+    last_ = std::move(job);
+  }
+  void Close(absl::Status status) override {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    status_ = std::move(status);
+  }
+  void Kick() override {
+    JobRecord job;
+    absl::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!closed_ || finished_) return;
+      finished_ = true;
+      job = last_;
+      status = status_;
+    }
+    if (status.ok()) {
+      if (with_payload_) {
+        absl::StatusOr<JobRecord> full = broker_->Get(job.id, true);
+        if (full.ok()) job = *std::move(full);
+      }
+      ToProto(job, with_payload_, response_->mutable_job());
+      response_->set_done(IsTerminal(job.state));
+    }
+    reactor_->Finish(ToGrpcStatus(status));
+  }
+
+ private:
+  Broker* const broker_;
+  grpc::ServerUnaryReactor* const reactor_;
+  v1::WaitResponse* const response_;
+  const bool with_payload_;
+
+  absl::Mutex mu_;
+  JobRecord last_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::StatusOr<ListFilter> FilterFromRequest(const v1::ListRequest& request) {
+  ListFilter filter;
+  if (!request.queue().empty()) {
+    FERRY_RETURN_IF_ERROR(ValidateName("queue", request.queue()));
+    filter.queue = request.queue();
+  }
+  FERRY_RETURN_IF_ERROR(ValidateState(request.state()));
+  if (request.state() != v1::JOB_STATE_UNSPECIFIED) {
+    filter.state = FromProto(request.state());
+  }
+  if (!request.kind().empty()) {
+    FERRY_RETURN_IF_ERROR(ValidateName("kind", request.kind()));
+    filter.kind = request.kind();
+  }
+  FERRY_RETURN_IF_ERROR(ValidateLabels("label filter", request.labels()));
+  filter.labels.insert(request.labels().begin(), request.labels().end());
+  filter.oldest_first = request.oldest_first();
+  filter.limit = static_cast<int>(
+      request.page_size() == 0 ? kDefaultPageSize
+                               : std::min(request.page_size(), kMaxPageSize));
+  if (!request.page_token().empty()) {
+    if (!absl::SimpleAtoi(request.page_token(), &filter.after_id) ||
+        filter.after_id <= 0) {
+      return absl::InvalidArgumentError(
+          "page_token is not one this broker issued; pass next_page_token "
+          "from the previous response unchanged");
+    }
+  }
+  FERRY_RETURN_IF_ERROR(ValidateView(request.view()));
+  filter.with_payload = WantPayload(request.view(), v1::JOB_VIEW_BASIC);
+  return filter;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* JobsService::Submit(grpc::CallbackServerContext* ctx,
+                                              const v1::SubmitRequest* request,
+                                              v1::SubmitResponse* response) {
+  absl::StatusOr<JobRecord> job =
+      JobFromSpec(request->job(), broker_->options().policy, broker_->Now());
+  if (!job.ok()) return Finish(ctx, job.status());
+  std::vector<JobRecord> jobs;
+  jobs.push_back(*std::move(job));
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->Submit(std::move(jobs),
+                  FinishWith<std::vector<CreateResult>>(
+                      reactor, [response](const std::vector<CreateResult>& r) {
+                        FillSubmit(r.front(), response);
+                      }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::SubmitBatch(
+    grpc::CallbackServerContext* ctx, const v1::SubmitBatchRequest* request,
+    v1::SubmitBatchResponse* response) {
+  if (request->jobs_size() == 0) {
+    return Finish(ctx, absl::InvalidArgumentError("jobs is empty"));
+  }
+  if (request->jobs_size() > kMaxBatchSize) {
+    return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
+                           "at most ", kMaxBatchSize, " jobs per batch, got ",
+                           request->jobs_size())));
+  }
+  const absl::Time now = broker_->Now();
+  std::vector<JobRecord> jobs;
+  jobs.reserve(request->jobs_size());
+  for (int i = 0; i < request->jobs_size(); ++i) {
+    absl::StatusOr<JobRecord> job =
+        JobFromSpec(request->jobs(i), broker_->options().policy, now);
+    if (!job.ok()) {
+      return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
+                             "jobs[", i, "]: ", job.status().message())));
+    }
+    jobs.push_back(*std::move(job));
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->Submit(
+      std::move(jobs),
+      FinishWith<std::vector<CreateResult>>(
+          reactor, [response](const std::vector<CreateResult>& results) {
+            for (const CreateResult& created : results) {
+              FillSubmit(created, response->add_results());
+            }
+          }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::Get(grpc::CallbackServerContext* ctx,
+                                           const v1::GetRequest* request,
+                                           v1::GetResponse* response) {
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (!id.ok()) return Finish(ctx, id.status());
+  if (absl::Status s = ValidateView(request->view()); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  const bool with_payload = WantPayload(request->view(), v1::JOB_VIEW_FULL);
+  absl::StatusOr<JobRecord> job = broker_->Get(*id, with_payload);
+  if (job.ok()) ToProto(*job, with_payload, response->mutable_job());
+  return Finish(ctx, job.status());
+}
+
+grpc::ServerUnaryReactor* JobsService::List(grpc::CallbackServerContext* ctx,
+                                            const v1::ListRequest* request,
+                                            v1::ListResponse* response) {
+  absl::StatusOr<ListFilter> filter = FilterFromRequest(*request);
+  if (!filter.ok()) return Finish(ctx, filter.status());
+  const int page_size = filter->limit;
+  filter->limit = page_size + 1;  // one more tells whether a page follows
+  absl::StatusOr<std::vector<JobRecord>> jobs = broker_->List(*filter);
+  if (!jobs.ok()) return Finish(ctx, jobs.status());
+  const bool more = static_cast<int>(jobs->size()) > page_size;
+  if (more) jobs->resize(page_size);
+  for (const JobRecord& job : *jobs) {
+    ToProto(job, filter->with_payload, response->add_jobs());
+  }
+  if (more) response->set_next_page_token(absl::StrCat(jobs->back().id));
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
+    grpc::CallbackServerContext* ctx, const v1::WatchRequest* request) {
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (absl::Status s = ValidateView(request->view()); !s.ok()) id = s;
+  auto reactor = std::make_shared<WatchReactor>(
+      broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC));
+  WatchReactor* raw = reactor.get();
+  raw->Start(std::move(id), std::move(reactor));
+  return raw;
+}
+
+grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
+                                            const v1::WaitRequest* request,
+                                            v1::WaitResponse* response) {
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (!id.ok()) return Finish(ctx, id.status());
+  if (absl::Status s = ValidateView(request->view()); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  absl::Duration timeout = kDefaultWait;
+  if (request->has_timeout()) {
+    timeout = FromProto(request->timeout());
+    if (timeout < absl::ZeroDuration() || timeout > kMaxWait) {
+      return Finish(ctx, absl::InvalidArgumentError(
+                             absl::StrCat("timeout must be between 0s and ",
+                                          absl::FormatDuration(kMaxWait))));
+    }
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto sink = std::make_shared<WaitSink>(
+      broker_, reactor, response,
+      WantPayload(request->view(), v1::JOB_VIEW_FULL));
+  absl::StatusOr<uint64_t> handle =
+      broker_->Watch(*id, sink, broker_->Now() + timeout);
+  if (!handle.ok()) {
+    sink->Close(handle.status());
+    sink->Kick();
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::Cancel(grpc::CallbackServerContext* ctx,
+                                              const v1::CancelRequest* request,
+                                              v1::CancelResponse* response) {
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (!id.ok()) return Finish(ctx, id.status());
+  if (request->reason().size() > kMaxReasonLength) {
+    return Finish(ctx,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "reason must be at most ", kMaxReasonLength, " bytes")));
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->Cancel(
+      *id, request->reason(),
+      FinishWith<JobRecord>(reactor, [response](const JobRecord& job) {
+        ToProto(job, false, response->mutable_job());
+      }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::Retry(grpc::CallbackServerContext* ctx,
+                                             const v1::RetryRequest* request,
+                                             v1::RetryResponse* response) {
+  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  if (!id.ok()) return Finish(ctx, id.status());
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->Retry(
+      *id, FinishWith<JobRecord>(reactor, [response](const JobRecord& job) {
+        ToProto(job, false, response->mutable_job());
+      }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::QueueStats(
+    grpc::CallbackServerContext* ctx, const v1::QueueStatsRequest* request,
+    v1::QueueStatsResponse* response) {
+  if (!request->queue().empty()) {
+    if (absl::Status s = ValidateName("queue", request->queue()); !s.ok()) {
+      return Finish(ctx, s);
+    }
+  }
+  absl::StatusOr<std::vector<QueueSnapshot>> stats =
+      broker_->QueueStats(request->queue());
+  if (!stats.ok()) return Finish(ctx, stats.status());
+  for (const QueueSnapshot& snapshot : *stats) {
+    v1::QueueInfo* info = response->add_queues();
+    info->set_name(snapshot.name);
+    info->set_paused(snapshot.paused);
+    auto count = [&](JobState state) {
+      return static_cast<uint64_t>(snapshot.counts[static_cast<int>(state)]);
+    };
+    info->set_scheduled(count(JobState::kScheduled));
+    info->set_queued(count(JobState::kQueued));
+    info->set_running(count(JobState::kRunning));
+    info->set_succeeded(count(JobState::kSucceeded));
+    info->set_failed(count(JobState::kFailed));
+    info->set_cancelled(count(JobState::kCancelled));
+    ToProto(snapshot.oldest_queued_age, info->mutable_oldest_queued_age());
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* JobsService::SetPaused(
+    grpc::CallbackServerContext* ctx, const std::string& queue, bool paused) {
+  if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->SetPaused(queue, paused, FinishWith<bool>(reactor, [](bool) {}));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::PauseQueue(
+    grpc::CallbackServerContext* ctx, const v1::PauseQueueRequest* request,
+    v1::PauseQueueResponse* response) {
+  return SetPaused(ctx, request->queue(), true);
+}
+
+grpc::ServerUnaryReactor* JobsService::ResumeQueue(
+    grpc::CallbackServerContext* ctx, const v1::ResumeQueueRequest* request,
+    v1::ResumeQueueResponse* response) {
+  return SetPaused(ctx, request->queue(), false);
+}
+
+grpc::ServerUnaryReactor* JobsService::PurgeQueue(
+    grpc::CallbackServerContext* ctx, const v1::PurgeQueueRequest* request,
+    v1::PurgeQueueResponse* response) {
+  if (absl::Status s = ValidateName("queue", request->queue()); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (absl::Status s = ValidateState(request->state()); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (request->state() == v1::JOB_STATE_UNSPECIFIED) {
+    return Finish(ctx, absl::InvalidArgumentError(
+                           "state is required: which jobs to purge"));
+  }
+  if (request->state() == v1::JOB_STATE_RUNNING) {
+    return Finish(ctx, absl::FailedPreconditionError(
+                           "RUNNING jobs cannot be purged; cancel them"));
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->Purge(request->queue(), FromProto(request->state()),
+                 FinishWith<int64_t>(reactor, [response](int64_t purged) {
+                   response->set_purged(static_cast<uint64_t>(purged));
+                 }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobsService::ListWorkers(
+    grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* request,
+    v1::ListWorkersResponse* response) {
+  for (const WorkerSnapshot& worker : broker_->ListWorkers()) {
+    v1::WorkerInfo* info = response->add_workers();
+    info->set_worker_id(worker.identity.worker_id);
+    info->set_session_id(worker.session_id);
+    info->set_hostname(worker.identity.hostname);
+    info->set_pid(worker.identity.pid);
+    info->set_version(worker.identity.version);
+    for (const std::string& queue : worker.identity.queues) {
+      info->add_queues(queue);
+    }
+    info->mutable_labels()->insert(worker.identity.labels.begin(),
+                                   worker.identity.labels.end());
+    info->set_credits(static_cast<uint32_t>(worker.credits));
+    info->set_leases(static_cast<uint32_t>(worker.leases));
+    ToProto(worker.connected_at, info->mutable_connected_at());
+    ToProto(worker.last_seen, info->mutable_last_seen());
+    info->set_peer(worker.identity.peer);
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
+}  // namespace ferry

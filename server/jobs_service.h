@@ -1,0 +1,65 @@
+#ifndef FERRY_SERVER_JOBS_SERVICE_H_
+#define FERRY_SERVER_JOBS_SERVICE_H_
+
+#include "ferry/v1/jobs.grpc.pb.h"
+#include "server/broker.h"
+
+namespace ferry {
+
+// The client API (ferry.v1.Jobs) over the broker core. Each handler
+// validates, calls the core and finishes; docs/protocol.md lists the codes.
+class JobsService final : public v1::Jobs::CallbackService {
+ public:
+  // `broker` is not owned and must outlive the service.
+  explicit JobsService(Broker* broker) : broker_(broker) {}
+
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
+                                   const v1::SubmitRequest* request,
+                                   v1::SubmitResponse* response) override;
+  grpc::ServerUnaryReactor* SubmitBatch(
+      grpc::CallbackServerContext* ctx, const v1::SubmitBatchRequest* request,
+      v1::SubmitBatchResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::GetRequest* request,
+                                v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
+                                 const v1::ListRequest* request,
+                                 v1::ListResponse* response) override;
+  grpc::ServerWriteReactor<v1::WatchResponse>* Watch(
+      grpc::CallbackServerContext* ctx,
+      const v1::WatchRequest* request) override;
+  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx,
+                                 const v1::WaitRequest* request,
+                                 v1::WaitResponse* response) override;
+  grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* ctx,
+                                   const v1::CancelRequest* request,
+                                   v1::CancelResponse* response) override;
+  grpc::ServerUnaryReactor* Retry(grpc::CallbackServerContext* ctx,
+                                  const v1::RetryRequest* request,
+                                  v1::RetryResponse* response) override;
+  grpc::ServerUnaryReactor* QueueStats(
+      grpc::CallbackServerContext* ctx, const v1::QueueStatsRequest* request,
+      v1::QueueStatsResponse* response) override;
+  grpc::ServerUnaryReactor* PauseQueue(
+      grpc::CallbackServerContext* ctx, const v1::PauseQueueRequest* request,
+      v1::PauseQueueResponse* response) override;
+  grpc::ServerUnaryReactor* ResumeQueue(
+      grpc::CallbackServerContext* ctx, const v1::ResumeQueueRequest* request,
+      v1::ResumeQueueResponse* response) override;
+  grpc::ServerUnaryReactor* PurgeQueue(
+      grpc::CallbackServerContext* ctx, const v1::PurgeQueueRequest* request,
+      v1::PurgeQueueResponse* response) override;
+  grpc::ServerUnaryReactor* ListWorkers(
+      grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* request,
+      v1::ListWorkersResponse* response) override;
+
+ private:
+  grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* ctx,
+                                      const std::string& queue, bool paused);
+
+  Broker* const broker_;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_SERVER_JOBS_SERVICE_H_

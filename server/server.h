@@ -1,0 +1,80 @@
+#ifndef FERRY_SERVER_SERVER_H_
+#define FERRY_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "base/clock.h"
+#include "grpcpp/server.h"
+#include "server/broker.h"
+#include "storage/store.h"
+
+namespace ferry {
+
+class JobsService;
+class WorkersService;
+
+struct ServerOptions {
+  // host:port; port 0 lets the kernel pick (see FerryServer::port()).
+  std::string listen = "127.0.0.1:7070";
+  BrokerOptions broker;
+  // How often the ticker runs the broker's time-driven work at the most
+  // idle; it also wakes for the next known deadline. Zero: no ticker thread
+  // (tests call broker()->Tick() after moving a fake clock).
+  absl::Duration tick_interval = absl::Milliseconds(50);
+  // On shutdown, how long workers get to send their last results before
+  // streams are cut.
+  absl::Duration shutdown_grace = absl::Seconds(10);
+};
+
+// ferryd without main(): the broker, its services, health and reflection,
+// and the ticker, on one gRPC server. Used by ferryd and by tests.
+class FerryServer {
+ public:
+  // Loads the broker's state from `store` and starts serving. `store` and
+  // `clock` are not owned and must outlive the server. UNAVAILABLE if the
+  // address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<FerryServer>> Start(
+      Store* store, const Clock* clock, ServerOptions options);
+
+  // Shuts down (see Shutdown) if not done yet.
+  ~FerryServer();
+
+  // The bound port (the kernel's choice when the address asked for 0).
+  int port() const { return port_; }
+  // host:port with the real port, e.g. "127.0.0.1:41203".
+  const std::string& address() const { return address_; }
+  Broker* broker() { return broker_.get(); }
+
+  // Graceful stop: workers are told to drain, new calls are refused, calls
+  // in flight get up to shutdown_grace, pending writes are committed.
+  void Shutdown();
+
+ private:
+  FerryServer(const Clock* clock, Store* store, ServerOptions options);
+  void TickerLoop();
+
+  const Clock* const clock_;
+  Store* const store_;
+  const ServerOptions options_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<JobsService> jobs_;
+  std::unique_ptr<WorkersService> workers_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string address_;
+  std::thread ticker_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_SERVER_SERVER_H_

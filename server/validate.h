@@ -1,0 +1,60 @@
+#ifndef FERRY_SERVER_VALIDATE_H_
+#define FERRY_SERVER_VALIDATE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "ferry/v1/job.pb.h"
+#include "google/protobuf/map.h"
+#include "storage/store.h"
+
+namespace ferry {
+
+// What a job gets when its spec leaves a field unset, and the limits every
+// request is checked against. Defaults live once: in ferryd's flags.
+struct JobPolicy {
+  absl::Duration lease_ttl = absl::Seconds(30);
+  int32_t max_attempts = 5;
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Hours(1);
+  int64_t max_payload_bytes = 1 << 20;
+};
+
+// Limits that are part of the protocol (docs/protocol.md lists them).
+inline constexpr size_t kMaxNameLength = 128;
+inline constexpr size_t kMaxLabelKeyLength = 63;
+inline constexpr size_t kMaxLabelValueLength = 256;
+inline constexpr int kMaxLabels = 32;
+inline constexpr size_t kMaxIdempotencyKeyLength = 256;
+inline constexpr size_t kMaxContentTypeLength = 128;
+inline constexpr size_t kMaxErrorMessageLength = 4096;
+inline constexpr int32_t kMaxPriority = 1000;
+inline constexpr int32_t kMaxAttempts = 1000;
+inline constexpr int kMaxBatchSize = 1000;
+inline constexpr absl::Duration kMinLeaseTtl = absl::Seconds(1);
+inline constexpr absl::Duration kMaxLeaseTtl = absl::Hours(24);
+inline constexpr absl::Duration kMaxDelay = absl::Hours(24 * 366);
+
+// Names of queues, kinds, workers: 1..max_length characters of
+// [A-Za-z0-9._:-], the first a letter or digit. `what` names the field in
+// the error ("queue", "kind", ...).
+absl::Status ValidateName(absl::string_view what, absl::string_view name,
+                          size_t max_length = kMaxNameLength);
+
+absl::Status ValidateLabels(
+    absl::string_view what,
+    const google::protobuf::Map<std::string, std::string>& labels);
+
+// Checks `spec` and resolves it into the record to store, with defaults from
+// `policy`; `now` decides run_at and whether the job starts SCHEDULED or
+// QUEUED. INVALID_ARGUMENT names the first bad field and what to fix.
+absl::StatusOr<JobRecord> JobFromSpec(const v1::JobSpec& spec,
+                                      const JobPolicy& policy, absl::Time now);
+
+}  // namespace ferry
+
+#endif  // FERRY_SERVER_VALIDATE_H_

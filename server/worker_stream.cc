@@ -1,0 +1,176 @@
+#include "server/worker_stream.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "proto/grpc_status.h"
+#include "server/convert.h"
+#include "server/validate.h"
+#include "server/workers_service.h"
+
+namespace ferry {
+namespace {
+
+constexpr int kMaxQueuesPerWorker = 64;
+constexpr int kMaxHeldLeases = 100000;
+
+}  // namespace
+
+WorkerStream::WorkerStream(Broker* broker, grpc::CallbackServerContext* ctx)
+    : broker_(broker), peer_(ctx->peer()) {}
+
+void WorkerStream::Start(std::shared_ptr<WorkerStream> self) {
+  self_ = std::move(self);
+  StartRead(&in_);
+}
+
+void WorkerStream::Push(v1::ServerMessage msg) { writes_.Push(std::move(msg)); }
+
+void WorkerStream::Close(absl::Status status) {
+  writes_.Close(std::move(status));
+}
+
+void WorkerStream::Kick() {
+  absl::Status finish;
+  switch (writes_.Next(&out_, &finish)) {
+    case WriteQueue<v1::ServerMessage>::Action::kWrite:
+      StartWrite(&out_);
+      break;
+    case WriteQueue<v1::ServerMessage>::Action::kFinish:
+      Finish(ToGrpcStatus(finish));
+      break;
+    case WriteQueue<v1::ServerMessage>::Action::kNothing:
+      break;
+  }
+}
+
+void WorkerStream::OnWriteDone(bool ok) {
+  writes_.WriteDone(ok);
+  Kick();
+}
+
+void WorkerStream::OnReadDone(bool ok) {
+  if (!ok) {
+    // The worker closed its side, or the connection broke.
+    End(absl::OkStatus());
+    return;
+  }
+  absl::Status status = Handle(in_);
+  if (!status.ok()) {
+    End(std::move(status));
+    return;
+  }
+  StartRead(&in_);
+}
+
+void WorkerStream::OnCancel() {
+  End(absl::CancelledError("the stream was cancelled"));
+}
+
+void WorkerStream::OnDone() {
+  End(absl::CancelledError("done"));
+  writes_.SetDone();
+  std::shared_ptr<WorkerStream> keep = std::move(self_);
+}
+
+void WorkerStream::End(absl::Status status) {
+  uint64_t session;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+    ended_ = true;
+    session = session_;
+  }
+  if (session != 0) broker_->CloseSession(session);
+  Close(std::move(status));
+  Kick();
+}
+
+absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
+  uint64_t session;
+  {
+    absl::MutexLock lock(&mu_);
+    session = session_;
+  }
+  if (msg.has_hello()) {
+    if (session != 0) {
+      return absl::InvalidArgumentError("Hello was sent twice on one stream");
+    }
+    return Hello(msg.hello());
+  }
+  if (session == 0) {
+    return absl::InvalidArgumentError(
+        "the first message on Workers.Connect must be a Hello");
+  }
+  switch (msg.msg_case()) {
+    case v1::WorkerMessage::kCredit:
+      broker_->AddCredit(session, msg.credit().credits());
+      return absl::OkStatus();
+    case v1::WorkerMessage::kHeartbeat:
+      broker_->Heartbeat(session, msg.heartbeat());
+      return absl::OkStatus();
+    case v1::WorkerMessage::kResult: {
+      FERRY_ASSIGN_OR_RETURN(
+          Outcome outcome,
+          OutcomeFromResult(msg.result(),
+                            broker_->options().policy.max_payload_bytes));
+      broker_->Complete(session, msg.result().lease_token(),
+                        std::move(outcome));
+      return absl::OkStatus();
+    }
+    default:
+      return absl::InvalidArgumentError(
+          "empty WorkerMessage: set one of hello, credit, heartbeat, result");
+  }
+}
+
+absl::Status WorkerStream::Hello(const v1::Hello& hello) {
+  FERRY_RETURN_IF_ERROR(ValidateName("worker_id", hello.worker_id()));
+  if (hello.queues_size() == 0 || hello.queues_size() > kMaxQueuesPerWorker) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Hello.queues must name 1 to ", kMaxQueuesPerWorker, " queues"));
+  }
+  WorkerIdentity identity;
+  for (const std::string& queue : hello.queues()) {
+    FERRY_RETURN_IF_ERROR(ValidateName("queue", queue));
+    if (std::find(identity.queues.begin(), identity.queues.end(), queue) ==
+        identity.queues.end()) {
+      identity.queues.push_back(queue);
+    }
+  }
+  FERRY_RETURN_IF_ERROR(ValidateLabels("worker label", hello.labels()));
+  if (hello.held_leases_size() > kMaxHeldLeases) {
+    return absl::InvalidArgumentError("too many held_leases");
+  }
+  identity.worker_id = hello.worker_id();
+  identity.hostname = hello.hostname().substr(0, 255);
+  identity.pid = hello.pid();
+  identity.version = hello.version().substr(0, 64);
+  identity.labels.insert(hello.labels().begin(), hello.labels().end());
+  identity.peer = peer_;
+  std::vector<HeldLease> held;
+  for (const v1::HeldLease& lease : hello.held_leases()) {
+    int64_t job_id = 0;
+    if (!lease.job_id().empty()) {
+      absl::StatusOr<int64_t> id = ParseJobId(lease.job_id());
+      if (id.ok()) job_id = *id;
+    }
+    held.push_back(HeldLease{job_id, lease.lease_token()});
+  }
+  FERRY_ASSIGN_OR_RETURN(
+      uint64_t session,
+      broker_->OpenSession(std::move(identity), std::move(held),
+                           hello.initial_credits(), shared_from_this()));
+  bool ended;
+  {
+    absl::MutexLock lock(&mu_);
+    session_ = session;
+    ended = ended_;
+  }
+  // Cancelled while registering: let go of the session now.
+  if (ended) broker_->CloseSession(session);
+  return absl::OkStatus();
+}
+
+}  // namespace ferry

@@ -1,0 +1,63 @@
+#ifndef FERRY_SERVER_WORKER_STREAM_H_
+#define FERRY_SERVER_WORKER_STREAM_H_
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "ferry/v1/workers.grpc.pb.h"
+#include "server/broker.h"
+#include "server/write_queue.h"
+
+namespace ferry {
+
+// One Workers.Connect stream: reads worker messages and hands them to the
+// broker, and writes what the broker pushes, one message at a time, in
+// order. Owns itself until gRPC calls OnDone; the broker may hold it a bit
+// longer (until CloseSession), after which pushes are dropped.
+class WorkerStream final
+    : public grpc::ServerBidiReactor<v1::WorkerMessage, v1::ServerMessage>,
+      public WorkerSink,
+      public std::enable_shared_from_this<WorkerStream> {
+ public:
+  // `broker` is not owned and must outlive the stream.
+  WorkerStream(Broker* broker, grpc::CallbackServerContext* ctx);
+
+  // Starts reading. `self` keeps the stream alive until OnDone.
+  void Start(std::shared_ptr<WorkerStream> self);
+
+  // WorkerSink.
+  void Push(v1::ServerMessage msg) override;
+  void Close(absl::Status status) override;
+  void Kick() override;
+
+  // Reactor.
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  // Handles one message; an error ends the stream with it.
+  absl::Status Handle(const v1::WorkerMessage& msg);
+  absl::Status Hello(const v1::Hello& hello);
+  // Detaches from the broker and finishes with `status` once queued
+  // messages are written. Idempotent.
+  void End(absl::Status status);
+
+  Broker* const broker_;
+  const std::string peer_;
+  std::shared_ptr<WorkerStream> self_;  // until OnDone
+  v1::WorkerMessage in_;                // owned by the read in flight
+  v1::ServerMessage out_;               // owned by the write in flight
+
+  WriteQueue<v1::ServerMessage> writes_;
+
+  absl::Mutex mu_;
+  uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_SERVER_WORKER_STREAM_H_

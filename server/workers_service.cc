@@ -1,0 +1,150 @@
+#include "server/workers_service.h"
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "server/convert.h"
+#include "server/service_util.h"
+#include "server/validate.h"
+#include "server/worker_stream.h"
+
+namespace ferry {
+namespace {
+
+constexpr uint32_t kMaxLeaseJobs = 100;
+constexpr absl::Duration kMaxLeaseWait = absl::Seconds(60);
+constexpr int kMaxLeaseQueues = 64;
+
+}  // namespace
+
+absl::StatusOr<Outcome> OutcomeFromResult(const v1::Result& result,
+                                          int64_t max_output_bytes) {
+  if (result.lease_token().empty()) {
+    return absl::InvalidArgumentError("Result.lease_token is required");
+  }
+  Outcome outcome;
+  switch (result.outcome_case()) {
+    case v1::Result::kSuccess:
+      if (static_cast<int64_t>(result.success().output().size()) >
+          max_output_bytes) {
+        outcome.success = false;
+        outcome.retryable = false;
+        outcome.error = absl::StrCat(
+            "the handler's output is ", result.success().output().size(),
+            " bytes, over the broker's limit of ", max_output_bytes,
+            " (--max_payload_bytes); it was not stored");
+        return outcome;
+      }
+      outcome.success = true;
+      outcome.output = result.success().output();
+      return outcome;
+    case v1::Result::kFailure:
+      outcome.success = false;
+      outcome.error =
+          result.failure().message().substr(0, kMaxErrorMessageLength);
+      outcome.retryable = result.failure().retryable();
+      return outcome;
+    default:
+      return absl::InvalidArgumentError(
+          "Result needs an outcome: set success or failure");
+  }
+}
+
+grpc::ServerBidiReactor<v1::WorkerMessage, v1::ServerMessage>*
+WorkersService::Connect(grpc::CallbackServerContext* ctx) {
+  auto stream = std::make_shared<WorkerStream>(broker_, ctx);
+  WorkerStream* raw = stream.get();
+  raw->Start(std::move(stream));
+  return raw;
+}
+
+grpc::ServerUnaryReactor* WorkersService::Lease(
+    grpc::CallbackServerContext* ctx, const v1::LeaseRequest* request,
+    v1::LeaseResponse* response) {
+  if (absl::Status s = ValidateName("worker_id", request->worker_id());
+      !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (request->queues_size() == 0 || request->queues_size() > kMaxLeaseQueues) {
+    return Finish(ctx,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "queues must name 1 to ", kMaxLeaseQueues, " queues")));
+  }
+  WorkerIdentity identity;
+  identity.worker_id = request->worker_id();
+  identity.peer = ctx->peer();
+  for (const std::string& queue : request->queues()) {
+    if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
+      return Finish(ctx, s);
+    }
+    if (std::find(identity.queues.begin(), identity.queues.end(), queue) ==
+        identity.queues.end()) {
+      identity.queues.push_back(queue);
+    }
+  }
+  if (request->max_jobs() > kMaxLeaseJobs) {
+    return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
+                           "max_jobs must be at most ", kMaxLeaseJobs)));
+  }
+  absl::Duration wait = absl::ZeroDuration();
+  if (request->has_wait()) {
+    wait = FromProto(request->wait());
+    if (wait < absl::ZeroDuration() || wait > kMaxLeaseWait) {
+      return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
+                             "wait must be between 0s and ",
+                             absl::FormatDuration(kMaxLeaseWait))));
+    }
+  }
+  const int64_t max_jobs = request->max_jobs() == 0 ? 1 : request->max_jobs();
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->Lease(std::move(identity), max_jobs, broker_->Now() + wait,
+                 FinishWith<std::vector<v1::Assignment>>(
+                     reactor, [response](std::vector<v1::Assignment>& granted) {
+                       for (v1::Assignment& assignment : granted) {
+                         *response->add_assignments() = std::move(assignment);
+                       }
+                     }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkersService::Heartbeat(
+    grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* request,
+    v1::HeartbeatResponse* response) {
+  if (request->lease_token().empty()) {
+    return Finish(ctx, absl::InvalidArgumentError("lease_token is required"));
+  }
+  std::optional<v1::Progress> progress;
+  if (request->has_progress()) {
+    if (request->progress().percent() > 100) {
+      return Finish(ctx, absl::InvalidArgumentError(
+                             "progress.percent must be between 0 and 100"));
+    }
+    progress = request->progress();
+  }
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->HeartbeatLease(
+      request->lease_token(), std::move(progress),
+      FinishWith<absl::Time>(reactor, [response](absl::Time deadline) {
+        ToProto(deadline, response->mutable_lease_deadline());
+      }));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkersService::Complete(
+    grpc::CallbackServerContext* ctx, const v1::CompleteRequest* request,
+    v1::CompleteResponse* response) {
+  absl::StatusOr<Outcome> outcome = OutcomeFromResult(
+      request->result(), broker_->options().policy.max_payload_bytes);
+  if (!outcome.ok()) return Finish(ctx, outcome.status());
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  broker_->CompleteLease(
+      request->result().lease_token(), *std::move(outcome),
+      FinishWith<JobState>(reactor, [response](JobState state) {
+        response->set_state(ToProto(state));
+      }));
+  return reactor;
+}
+
+}  // namespace ferry

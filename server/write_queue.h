@@ -1,0 +1,83 @@
+#ifndef FERRY_SERVER_WRITE_QUEUE_H_
+#define FERRY_SERVER_WRITE_QUEUE_H_
+
+#include <deque>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace ferry {
+
+// The bookkeeping of a server stream that writes one message at a time, in
+// order, then finishes: what is queued, whether a write is in flight,
+// whether the stream is closing. The reactor asks Next() what to do and does
+// it outside the lock. Thread-safe.
+template <typename Item>
+class WriteQueue {
+ public:
+  enum class Action { kNothing, kWrite, kFinish };
+
+  // Dropped once the stream is closing.
+  void Push(Item item) {
+    absl::MutexLock lock(&mu_);
+    if (!closing_) pending_.push_back(std::move(item));
+  }
+
+  // Finish with `status` after what is queued is written. First call wins.
+  void Close(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (closing_) return;
+    closing_ = true;
+    status_ = std::move(status);
+  }
+
+  // kWrite: write `*item` and call WriteDone when it completes.
+  // kFinish: finish the call with `*status` (returned once).
+  Action Next(Item* item, absl::Status* status) {
+    absl::MutexLock lock(&mu_);
+    if (done_ || writing_ || finished_) return Action::kNothing;
+    if (!pending_.empty()) {
+      writing_ = true;
+      *item = std::move(pending_.front());
+      pending_.pop_front();
+      return Action::kWrite;
+    }
+    if (!closing_) return Action::kNothing;
+    finished_ = true;
+    *status = status_;
+    return Action::kFinish;
+  }
+
+  // A write completed; `ok` false means the stream is broken.
+  void WriteDone(bool ok) {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (ok) return;
+    pending_.clear();
+    if (!closing_) {
+      closing_ = true;
+      status_ = absl::UnavailableError("the stream broke while writing");
+    }
+  }
+
+  // gRPC is done with the call: never act again.
+  void SetDone() {
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_SERVER_WRITE_QUEUE_H_
