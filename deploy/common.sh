@@ -1,0 +1,57 @@
+# Shared by quickstart.sh and test.sh: install what is missing, build.
+# Sourced, not run.
+
+FERRY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FERRY_BUILD=${FERRY_BUILD:-$FERRY_ROOT/build}
+
+# Debian 12 packages Ferry needs to build, test and run.
+FERRY_PACKAGES=(
+  g++ cmake ninja-build ccache pkg-config
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  libabsl-dev libsqlite3-dev libspdlog-dev libgtest-dev libgmock-dev
+  clang
+)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Installs the packages that are not installed yet (nothing when all are).
+install_deps() {
+  local missing=()
+  local pkg
+  for pkg in "${FERRY_PACKAGES[@]}" "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    return 0
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null; then
+      log "missing packages: ${missing[*]}; run as root or install sudo"
+      return 1
+    fi
+    sudo=(sudo)
+  fi
+  log "installing: ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Configures (once) and builds `$1` (a build dir) with extra cmake args.
+build_tree() {
+  local dir=$1
+  shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    log "configuring $dir"
+    cmake -S "$FERRY_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  fi
+  log "building $dir"
+  # Two jobs: the machines we target have two cores, and the protobuf and
+  # gRPC headers make each compile large.
+  cmake --build "$dir" --parallel "${FERRY_JOBS:-2}"
+}
+
+build() { build_tree "$FERRY_BUILD" "$@"; }
