@@ -329,7 +329,15 @@ absl::StatusOr<JobRecord> Broker::Get(int64_t id, bool with_payload) {
 }
 
 absl::StatusOr<std::vector<JobRecord>> Broker::List(const ListFilter& filter) {
-  return store_->ListJobs(filter);
+  FERRY_ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, store_->ListJobs(filter));
+  // Heartbeats extend leases in memory only; show the live deadlines.
+  absl::MutexLock lock(&mu_);
+  for (JobRecord& job : jobs) {
+    if (job.state != JobState::kRunning) continue;
+    auto it = leases_.find(job.lease_token);
+    if (it != leases_.end()) job.lease_deadline = it->second.deadline;
+  }
+  return jobs;
 }
 
 void Broker::Cancel(int64_t id, std::string reason,
@@ -628,11 +636,13 @@ Broker::LeaseState* Broker::FindLease(const std::string& token,
 }
 
 void Broker::EndAttempt(const std::string& token, LeaseState& lease,
-                        Outcome outcome, absl::Time now, Then then) {
+                        Outcome outcome, bool reported, absl::Time now,
+                        Then then) {
   lease.phase = LeasePhase::kEnding;
   deadlines_.erase({lease.deadline, token});
   AttemptOutcome end;
   end.now = now;
+  end.reported = reported;
   if (outcome.success) {
     end.next_state = JobState::kSucceeded;
     end.result = std::move(outcome.output);
@@ -648,7 +658,7 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
   }
   store_->FinishAttempt(
       lease.job_id, token, std::move(end),
-      [this, token,
+      [this, token, reported,
        then = std::move(then)](absl::StatusOr<JobRecord> job) mutable {
         KickList kicks;
         absl::MutexLock lock(&mu_);
@@ -656,15 +666,18 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
           DropLease(token);
         } else {
           // Storage failed: the attempt is still running on disk. Keep the
-          // lease so a retry of the result (or expiry) can end it later.
+          // lease, with a fresh TTL, so the worker can resend its result
+          // after reconnecting (or the lease expires later).
           auto it = leases_.find(token);
           if (it != leases_.end()) {
-            it->second.phase = LeasePhase::kActive;
-            SetDeadline(token, it->second, it->second.deadline);
+            LeaseState& lease = it->second;
+            lease.phase = LeasePhase::kActive;
+            SetDeadline(token, lease,
+                        std::max(lease.deadline, clock_->Now() + lease.ttl));
           }
         }
         if (job.ok()) {
-          RememberResult(token, *job);
+          if (reported) RememberResult(token, *job);
           if (job->state == JobState::kFailed) {
             spdlog::info(
                 "job failed job_id={} queue={} attempt={} error=\"{}\"",
@@ -683,6 +696,17 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
         }
         std::move(then)(job, kicks);
       });
+}
+
+bool Broker::ResultStored(const HeldLease& held) {
+  if (recent_.contains(held.token)) return true;
+  if (held.job_id == 0) return false;
+  // After a broker restart recent_ is empty; the job row remembers the
+  // token of the last stored result.
+  absl::StatusOr<JobRecord> job = store_->GetJob(held.job_id, false);
+  if (!job.ok() || job->result_token != held.token) return false;
+  RememberResult(held.token, *job);
+  return true;
 }
 
 void Broker::RememberResult(const std::string& token, const JobRecord& job) {
@@ -754,6 +778,7 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
       lease = nullptr;
     }
     if (lease == nullptr) {
+      if (ResultStored(h)) continue;  // the worker will resend; we ack it
       SendLeaseLost(handle, h.job_id, h.token, why, kicks);
       continue;
     }
@@ -850,21 +875,29 @@ void Broker::Complete(uint64_t handle, std::string token, Outcome outcome) {
   LeaseState* lease = FindLease(token, handle, &why);
   if (lease == nullptr) {
     auto recent = recent_.find(token);
+    auto pending = acks_.find(token);
     if (recent != recent_.end()) {
       // A result resent after a reconnect: it was stored the first time.
       SendResultAck(handle, token, recent->second.job_id, recent->second.state,
                     kicks);
+    } else if (pending != acks_.end()) {
+      // Resent while the first copy is being written: ack it here.
+      pending->second = handle;
     } else {
       SendLeaseLost(handle, 0, token, why, kicks);
     }
     return;
   }
   const int64_t job_id = lease->job_id;
+  acks_[token] = handle;
   EndAttempt(
-      token, *lease, std::move(outcome), now,
-      [this, handle, token, job_id](const absl::StatusOr<JobRecord>& job,
-                                    KickList& kicks) {
+      token, *lease, std::move(outcome), /*reported=*/true, now,
+      [this, token, job_id](const absl::StatusOr<JobRecord>& job,
+                            KickList& kicks) {
         mu_.AssertHeld();
+        auto ack = acks_.find(token);
+        const uint64_t handle = ack == acks_.end() ? 0 : ack->second;
+        if (ack != acks_.end()) acks_.erase(ack);
         if (job.ok()) {
           SendResultAck(handle, token, job_id, job->state, kicks);
         } else if (LeaseGone(job.status())) {
@@ -1016,7 +1049,8 @@ void Broker::CompleteLease(std::string token, Outcome outcome,
     });
     return;
   }
-  EndAttempt(token, *lease, std::move(outcome), clock_->Now(),
+  EndAttempt(token, *lease, std::move(outcome), /*reported=*/true,
+             clock_->Now(),
              [done = std::move(done)](const absl::StatusOr<JobRecord>& job,
                                       KickList& kicks) mutable {
                absl::StatusOr<JobState> answer =
@@ -1046,7 +1080,7 @@ void Broker::Tick() {
     outcome.error = absl::StrCat("lease expired: worker ", lease.worker_id,
                                  " sent no heartbeat within ",
                                  absl::FormatDuration(lease.ttl));
-    EndAttempt(token, lease, std::move(outcome), now,
+    EndAttempt(token, lease, std::move(outcome), /*reported=*/false, now,
                [](const absl::StatusOr<JobRecord>&, KickList&) {});
   }
 

@@ -292,8 +292,11 @@ class Broker {
   void RemoveSession(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Starts writing the end of an attempt; `then` runs once it is committed.
+  // `reported`: the worker sent this outcome (not an expiry); only then is
+  // the token remembered as the job's result_token and in recent_.
   void EndAttempt(const std::string& token, LeaseState& lease, Outcome outcome,
-                  absl::Time now, Then then) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                  bool reported, absl::Time now, Then then)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finds the active lease `token` for a call from `session` (0: unary).
   // A lease whose session is gone, or held by an older stream of the same
   // worker, moves to `session`. nullptr with `why` set if it is lost.
@@ -312,6 +315,9 @@ class Broker {
                    absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RememberResult(const std::string& token, const JobRecord& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if the result for a held lease the broker no longer tracks was
+  // stored already (so the worker's resend should be acknowledged).
+  bool ResultStored(const HeldLease& held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Send(uint64_t session, v1::ServerMessage msg, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLeaseLost(uint64_t session, int64_t job_id, const std::string& token,
@@ -360,8 +366,11 @@ class Broker {
   bool deleting_expired_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_retention_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  // Recently finished leases, for results resent after a reconnect.
+  // Recently reported results, for results resent after a reconnect.
   absl::flat_hash_map<std::string, RecentResult> recent_ ABSL_GUARDED_BY(mu_);
+  // Stream results being written: token -> the session to acknowledge
+  // (a resend while the first is written moves the ack to the new stream).
+  absl::flat_hash_map<std::string, uint64_t> acks_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> recent_order_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,41 +1,20 @@
 #include "server/convert.h"
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace ferry {
 
-void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
-  const int64_t micros = absl::ToUnixMicros(t);
-  int64_t seconds = micros / 1000000;
-  int64_t rest = micros % 1000000;
-  if (rest < 0) {
-    rest += 1000000;
-    --seconds;
-  }
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(rest * 1000));
-}
-
-void ToProto(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t nanos = absl::ToInt64Nanoseconds(d);
-  out->set_seconds(nanos / 1000000000);
-  out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-}
-
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
-
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
 namespace {
 
-void SetTime(absl::Time t, google::protobuf::Timestamp* out) {
-  if (t != absl::InfinitePast()) ToProto(t, out);
+// Sets the field only for a known time, so unset times stay unset.
+template <typename SetFn>
+void SetTime(absl::Time t, SetFn mutable_field) {
+  if (t != absl::InfinitePast()) ToProto(t, mutable_field());
 }
 
 }  // namespace
@@ -61,11 +40,11 @@ void ToProto(const JobRecord& job, bool with_payload, v1::Job* out) {
   if (job.timeout > absl::ZeroDuration()) {
     ToProto(job.timeout, out->mutable_timeout());
   }
-  SetTime(job.run_at, out->mutable_run_at());
-  SetTime(job.created_at, out->mutable_created_at());
-  SetTime(job.started_at, out->mutable_started_at());
-  SetTime(job.finished_at, out->mutable_finished_at());
-  SetTime(job.updated_at, out->mutable_updated_at());
+  SetTime(job.run_at, [out] { return out->mutable_run_at(); });
+  SetTime(job.created_at, [out] { return out->mutable_created_at(); });
+  SetTime(job.started_at, [out] { return out->mutable_started_at(); });
+  SetTime(job.finished_at, [out] { return out->mutable_finished_at(); });
+  SetTime(job.updated_at, [out] { return out->mutable_updated_at(); });
   out->set_idempotency_key(job.idempotency_key);
   out->set_last_error(job.last_error);
   if (job.progress_percent != 0 || !job.progress_message.empty()) {
@@ -74,7 +53,8 @@ void ToProto(const JobRecord& job, bool with_payload, v1::Job* out) {
   }
   out->set_worker_id(job.worker_id);
   if (job.state == JobState::kRunning) {
-    SetTime(job.lease_deadline, out->mutable_lease_deadline());
+    SetTime(job.lease_deadline,
+            [out] { return out->mutable_lease_deadline(); });
   }
 }
 
@@ -83,7 +63,10 @@ std::string FormatJobId(int64_t id) { return absl::StrCat(id); }
 absl::StatusOr<int64_t> ParseJobId(absl::string_view id) {
   int64_t value = 0;
   if (id.empty()) return absl::InvalidArgumentError("job_id is required");
-  if (!absl::SimpleAtoi(id, &value) || value <= 0) {
+  const bool digits = std::all_of(id.begin(), id.end(), [](char c) {
+    return absl::ascii_isdigit(static_cast<unsigned char>(c));
+  });
+  if (!digits || !absl::SimpleAtoi(id, &value) || value <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "job_id must be a positive integer as returned by Submit, got \"",
         absl::CEscape(id.substr(0, 64)), "\""));

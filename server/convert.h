@@ -8,8 +8,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ferry/v1/job.pb.h"
-#include "google/protobuf/duration.pb.h"
-#include "google/protobuf/timestamp.pb.h"
+#include "proto/time_util.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -22,11 +21,6 @@ inline v1::JobState ToProto(JobState state) {
 inline JobState FromProto(v1::JobState state) {
   return static_cast<JobState>(state);
 }
-
-void ToProto(absl::Time t, google::protobuf::Timestamp* out);
-void ToProto(absl::Duration d, google::protobuf::Duration* out);
-absl::Time FromProto(const google::protobuf::Timestamp& t);
-absl::Duration FromProto(const google::protobuf::Duration& d);
 
 // Fills `out`; `with_payload` also copies payload and result. Unset times
 // stay unset.

@@ -18,6 +18,8 @@ namespace {
 
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
+// A List page stops growing past this many bytes of jobs.
+constexpr size_t kMaxPageBytes = 4 << 20;
 constexpr absl::Duration kDefaultWait = absl::Seconds(30);
 constexpr absl::Duration kMaxWait = absl::Hours(1);
 constexpr size_t kMaxReasonLength = 1024;
@@ -208,12 +210,13 @@ absl::StatusOr<ListFilter> FilterFromRequest(const v1::ListRequest& request) {
       request.page_size() == 0 ? kDefaultPageSize
                                : std::min(request.page_size(), kMaxPageSize));
   if (!request.page_token().empty()) {
-    if (!absl::SimpleAtoi(request.page_token(), &filter.after_id) ||
-        filter.after_id <= 0) {
+    absl::StatusOr<int64_t> after = ParseJobId(request.page_token());
+    if (!after.ok()) {
       return absl::InvalidArgumentError(
           "page_token is not one this broker issued; pass next_page_token "
           "from the previous response unchanged");
     }
+    filter.after_id = *after;
   }
   FERRY_RETURN_IF_ERROR(ValidateView(request.view()));
   filter.with_payload = WantPayload(request.view(), v1::JOB_VIEW_BASIC);
@@ -297,12 +300,24 @@ grpc::ServerUnaryReactor* JobsService::List(grpc::CallbackServerContext* ctx,
   filter->limit = page_size + 1;  // one more tells whether a page follows
   absl::StatusOr<std::vector<JobRecord>> jobs = broker_->List(*filter);
   if (!jobs.ok()) return Finish(ctx, jobs.status());
-  const bool more = static_cast<int>(jobs->size()) > page_size;
+  bool more = static_cast<int>(jobs->size()) > page_size;
   if (more) jobs->resize(page_size);
+  size_t bytes = 0;
   for (const JobRecord& job : *jobs) {
-    ToProto(job, filter->with_payload, response->add_jobs());
+    if (bytes > kMaxPageBytes) {
+      // Large payloads (FULL view): end the page early, well inside the
+      // message size limit; the token continues from here.
+      more = true;
+      break;
+    }
+    v1::Job* out = response->add_jobs();
+    ToProto(job, filter->with_payload, out);
+    bytes += out->ByteSizeLong();
   }
-  if (more) response->set_next_page_token(absl::StrCat(jobs->back().id));
+  if (more) {
+    response->set_next_page_token(
+        response->jobs(response->jobs_size() - 1).id());
+  }
   return Finish(ctx, absl::OkStatus());
 }
 

@@ -77,6 +77,7 @@ CREATE TABLE jobs (
   worker_id TEXT NOT NULL,
   lease_token TEXT,
   lease_deadline INTEGER,
+  result_token TEXT,
   -- Large columns last: reads that skip them never touch overflow pages.
   payload BLOB NOT NULL,
   result BLOB
@@ -105,9 +106,9 @@ CREATE TABLE queues (
   "started_at, finished_at, attempt, max_attempts, initial_backoff_us, "   \
   "max_backoff_us, lease_ttl_us, timeout_us, idempotency_key, "            \
   "content_type, labels, last_error, progress_percent, progress_message, " \
-  "worker_id, lease_token, lease_deadline"
+  "worker_id, lease_token, lease_deadline, result_token"
 #define JOB_COLUMNS_FULL JOB_COLUMNS ", payload, result"
-constexpr int kPayloadColumn = 25;
+constexpr int kPayloadColumn = 26;
 
 int64_t ToMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 int64_t ToMicros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
@@ -172,6 +173,7 @@ JobRecord ReadJob(const Statement& stmt, bool with_payload) {
   job.worker_id = stmt.Text(22);
   job.lease_token = stmt.Text(23);
   job.lease_deadline = OptionalTime(stmt, 24);
+  job.result_token = stmt.Text(25);
   if (with_payload) {
     job.payload = stmt.Blob(kPayloadColumn);
     job.result = stmt.Blob(kPayloadColumn + 1);
@@ -324,7 +326,9 @@ class SqliteStore final : public Store {
               db.Prepare("UPDATE jobs SET state = ?1, updated_at = ?2, "
                          "run_at = coalesce(?3, run_at), finished_at = ?4, "
                          "result = ?5, last_error = coalesce(?6, last_error), "
-                         "lease_token = NULL, lease_deadline = NULL "
+                         "lease_token = NULL, lease_deadline = NULL, "
+                         "result_token = CASE WHEN ?9 THEN ?8 "
+                         "ELSE result_token END "
                          "WHERE id = ?7 AND state = 3 AND lease_token = ?8 "
                          "RETURNING " JOB_COLUMNS));
           const bool success = outcome.next_state == JobState::kSucceeded;
@@ -348,6 +352,7 @@ class SqliteStore final : public Store {
           }
           stmt.BindInt(7, id);
           stmt.BindText(8, token);
+          stmt.BindInt(9, outcome.reported ? 1 : 0);
           FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
                                  StepJob(stmt, /*with_payload=*/false));
           if (!job) return LeaseMismatch(db, id);
@@ -697,8 +702,9 @@ class SqliteStore final : public Store {
             "max_attempts, initial_backoff_us, max_backoff_us, lease_ttl_us, "
             "timeout_us, idempotency_key, content_type, labels, last_error, "
             "progress_percent, progress_message, worker_id, lease_token, "
-            "lease_deadline, payload, result) VALUES (?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+            "lease_deadline, result_token, payload, result) VALUES (?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?)"));
     stmt.Bind(job.queue, job.kind, static_cast<int>(job.state), job.priority,
               ToMicros(job.run_at), ToMicros(job.created_at),
               ToMicros(job.updated_at));
@@ -719,11 +725,12 @@ class SqliteStore final : public Store {
     stmt.BindText(22, job.worker_id);
     stmt.BindTextOrNull(23, job.lease_token);
     BindOptionalTime(stmt, 24, job.lease_deadline);
-    stmt.BindBlob(25, job.payload);
+    stmt.BindTextOrNull(25, job.result_token);
+    stmt.BindBlob(26, job.payload);
     if (job.result.empty()) {
-      stmt.BindNull(26);
+      stmt.BindNull(27);
     } else {
-      stmt.BindBlob(26, job.result);
+      stmt.BindBlob(27, job.result);
     }
     FERRY_RETURN_IF_ERROR(stmt.Run());
     CreateResult result{job, true};

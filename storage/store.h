@@ -63,6 +63,9 @@ struct JobRecord {
   std::string worker_id;
   std::string lease_token;                           // RUNNING only
   absl::Time lease_deadline = absl::InfinitePast();  // RUNNING only
+  // The lease token under which a worker last reported an outcome, so a
+  // result resent after a broker restart is recognised as already stored.
+  std::string result_token;
   std::string payload;
   std::string result;
 };
@@ -83,6 +86,9 @@ struct AttemptOutcome {
   absl::Time run_at = absl::InfinitePast();  // SCHEDULED only
   std::string result;                        // SUCCEEDED only
   std::string error;                         // failures
+  // The worker reported this outcome (an expiry is not reported): the lease
+  // token is kept as the job's result_token.
+  bool reported = false;
 };
 
 struct CreateResult {
@@ -163,7 +169,8 @@ class Store {
                         ResultCallback<JobRecord> done) = 0;
 
   // Ends the attempt held under `lease_token` (the job must be RUNNING with
-  // that token) and clears the lease. Terminal states set finished_at.
+  // that token) and clears the lease. Terminal states set finished_at. A
+  // reported outcome records the token as result_token.
   // Returns the job after the change, without payload and result.
   virtual void FinishAttempt(int64_t id, std::string lease_token,
                              AttemptOutcome outcome,

@@ -70,6 +70,7 @@ void ExpectSameJob(const JobRecord& actual, const JobRecord& expected,
   EXPECT_EQ(actual.worker_id, expected.worker_id);
   EXPECT_EQ(actual.lease_token, expected.lease_token);
   EXPECT_EQ(actual.lease_deadline, expected.lease_deadline);
+  EXPECT_EQ(actual.result_token, expected.result_token);
   if (compare == Compare::kEverything) {
     EXPECT_EQ(actual.payload, expected.payload);
     EXPECT_EQ(actual.result, expected.result);
@@ -458,6 +459,28 @@ TEST_P(StoreContractTest, FinishWithRetryReschedulesTheJobAtRunAt) {
   FERRY_ASSERT_OK_AND_ASSIGN(JobRecord stored, Get(running.id));
   ExpectSameJob(stored, scheduled, Compare::kAllButPayloadAndResult);
   EXPECT_THAT(store_->NextScheduledTime(), IsOkAndHolds(Optional(retry_at)));
+}
+
+TEST_P(StoreContractTest, AReportedOutcomeKeepsItsTokenAsResultToken) {
+  FERRY_ASSERT_OK_AND_ASSIGN(JobRecord running, NewJobIn(JobState::kRunning));
+  AttemptOutcome outcome = Succeeded(Now(), "out");
+  outcome.reported = true;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      JobRecord finished,
+      Finish(*store_, running.id, running.lease_token, outcome));
+  EXPECT_EQ(finished.result_token, running.lease_token);
+  FERRY_ASSERT_OK_AND_ASSIGN(JobRecord stored, Get(running.id));
+  EXPECT_EQ(stored.result_token, running.lease_token);
+}
+
+TEST_P(StoreContractTest, AnExpiredLeaseLeavesNoResultToken) {
+  FERRY_ASSERT_OK_AND_ASSIGN(JobRecord running, NewJobIn(JobState::kRunning));
+  // Not reported: the broker ended the attempt because the lease expired.
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      JobRecord scheduled,
+      Finish(*store_, running.id, running.lease_token,
+             RetryAt(Now(), Now() + absl::Seconds(5), "lease expired")));
+  EXPECT_EQ(scheduled.result_token, "");
 }
 
 TEST_P(StoreContractTest, FinishWithFailureStoresTheError) {
