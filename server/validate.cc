@@ -9,11 +9,6 @@
 namespace ferry {
 namespace {
 
-bool IsNameChar(char c) {
-  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
-         c == '_' || c == ':' || c == '-';
-}
-
 // Printable text: no control characters (labels are stored one per line).
 bool IsPrintable(absl::string_view text) {
   for (char c : text) {
@@ -21,11 +16,6 @@ bool IsPrintable(absl::string_view text) {
     if (u < 0x20 || u == 0x7f) return false;
   }
   return true;
-}
-
-std::string Quote(absl::string_view text) {
-  return absl::StrCat("\"", absl::CEscape(text.substr(0, 64)),
-                      text.size() > 64 ? "...\"" : "\"");
 }
 
 absl::Status CheckDuration(absl::string_view what,
@@ -41,21 +31,6 @@ absl::Status CheckDuration(absl::string_view what,
 }
 
 }  // namespace
-
-absl::Status ValidateName(absl::string_view what, absl::string_view name,
-                          size_t max_length) {
-  if (name.empty())
-    return absl::InvalidArgumentError(absl::StrCat(what, " is required"));
-  bool valid = name.size() <= max_length &&
-               absl::ascii_isalnum(static_cast<unsigned char>(name[0]));
-  for (char c : name) valid = valid && IsNameChar(c);
-  if (!valid) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " ", Quote(name), " is invalid: use 1-", max_length,
-        " characters of A-Z a-z 0-9 . _ : - starting with a letter or digit"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status ValidateLabels(
     absl::string_view what,

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "ferry/v1/job.pb.h"
 #include "google/protobuf/map.h"
+#include "proto/names.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -25,7 +26,6 @@ struct JobPolicy {
 };
 
 // Limits that are part of the protocol (docs/protocol.md lists them).
-inline constexpr size_t kMaxNameLength = 128;
 inline constexpr size_t kMaxLabelKeyLength = 63;
 inline constexpr size_t kMaxLabelValueLength = 256;
 inline constexpr int kMaxLabels = 32;
@@ -38,12 +38,6 @@ inline constexpr int kMaxBatchSize = 1000;
 inline constexpr absl::Duration kMinLeaseTtl = absl::Seconds(1);
 inline constexpr absl::Duration kMaxLeaseTtl = absl::Hours(24);
 inline constexpr absl::Duration kMaxDelay = absl::Hours(24 * 366);
-
-// Names of queues, kinds, workers: 1..max_length characters of
-// [A-Za-z0-9._:-], the first a letter or digit. `what` names the field in
-// the error ("queue", "kind", ...).
-absl::Status ValidateName(absl::string_view what, absl::string_view name,
-                          size_t max_length = kMaxNameLength);
 
 absl::Status ValidateLabels(
     absl::string_view what,

@@ -1,0 +1,34 @@
+#include "proto/names.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace ferry {
+namespace {
+
+bool IsNameChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+         c == '_' || c == ':' || c == '-';
+}
+
+}  // namespace
+
+absl::Status ValidateName(absl::string_view what, absl::string_view name,
+                          size_t max_length) {
+  if (name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is required"));
+  }
+  bool valid = name.size() <= max_length &&
+               absl::ascii_isalnum(static_cast<unsigned char>(name[0]));
+  for (char c : name) valid = valid && IsNameChar(c);
+  if (!valid) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " \"", absl::CEscape(name.substr(0, 64)),
+        name.size() > 64 ? "...\"" : "\"", " is invalid: use 1-", max_length,
+        " characters of A-Z a-z 0-9 . _ : - starting with a letter or digit"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ferry

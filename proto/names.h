@@ -1,0 +1,25 @@
+#ifndef FERRY_PROTO_NAMES_H_
+#define FERRY_PROTO_NAMES_H_
+
+// The protocol's rule for names (queues, kinds, worker ids, label keys),
+// shared by the broker, which enforces it, and the clients and workers,
+// which check early so the user hears about a typo before any call.
+
+#include <cstddef>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace ferry {
+
+inline constexpr size_t kMaxNameLength = 128;
+
+// 1..max_length characters of [A-Za-z0-9._:-], the first a letter or
+// digit. INVALID_ARGUMENT names the field (`what`: "queue", "kind", ...)
+// and the rule.
+absl::Status ValidateName(absl::string_view what, absl::string_view name,
+                          size_t max_length = kMaxNameLength);
+
+}  // namespace ferry
+
+#endif  // FERRY_PROTO_NAMES_H_
