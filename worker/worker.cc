@@ -1,0 +1,554 @@
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <thread>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/log_format.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "proto/grpc_status.h"
+#include "proto/time_util.h"
+
+namespace ferry {
+
+// ---------------------------------------------------------------- context
+
+JobContext::JobContext(v1::Job job, absl::Time deadline)
+    : job_(std::move(job)), deadline_(deadline) {}
+
+void JobContext::ReportProgress(uint32_t percent, std::string message) {
+  absl::MutexLock lock(&mu_);
+  has_progress_ = true;
+  progress_.set_percent(std::min<uint32_t>(percent, 100));
+  progress_.set_message(std::move(message));
+}
+
+bool JobContext::TakeProgress(v1::Progress* progress) {
+  absl::MutexLock lock(&mu_);
+  if (!has_progress_) return false;
+  has_progress_ = false;
+  *progress = progress_;
+  return true;
+}
+
+bool JobContext::stopped() const { return reason() != StopReason::kNone; }
+
+StopReason JobContext::reason() const {
+  absl::MutexLock lock(&mu_);
+  return reason_;
+}
+
+void JobContext::OnStop(absl::AnyInvocable<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (reason_ == StopReason::kNone) {
+      on_stop_.push_back(std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+bool JobContext::WaitForStop(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(&stop_requested_), timeout);
+}
+
+void JobContext::Stop(StopReason reason) {
+  std::vector<absl::AnyInvocable<void()>> callbacks;
+  {
+    absl::MutexLock lock(&mu_);
+    if (reason_ != StopReason::kNone) return;
+    reason_ = reason;
+    stop_requested_ = true;
+    callbacks.swap(on_stop_);
+  }
+  for (auto& fn : callbacks) fn();
+}
+
+// ------------------------------------------------------------ connection
+
+struct Worker::Running {
+  std::string token;
+  std::shared_ptr<JobContext> ctx;
+  absl::Duration ttl;
+  absl::Time started;
+};
+
+// One Workers.Connect stream. Writes are serialised; the first one is the
+// Hello (Session holds write_mu until it is written).
+class Worker::Connection {
+ public:
+  grpc::ClientContext ctx;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::WorkerMessage, v1::ServerMessage>>
+      stream;
+  absl::Mutex write_mu;
+
+  bool Write(const v1::WorkerMessage& msg) {
+    absl::MutexLock lock(&write_mu);
+    return WriteLocked(msg);
+  }
+  bool WriteLocked(const v1::WorkerMessage& msg)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) {
+    if (closed) return false;
+    if (!stream->Write(msg)) closed = true;
+    return !closed;
+  }
+  // Half-closes: the broker ends the stream once it has read everything.
+  void Close() {
+    absl::MutexLock lock(&write_mu);
+    if (closed) return;
+    closed = true;
+    stream->WritesDone();
+  }
+
+ private:
+  bool closed ABSL_GUARDED_BY(write_mu) = false;
+};
+
+// ------------------------------------------------------------------ worker
+
+namespace {
+
+std::string DefaultWorkerId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    std::snprintf(host, sizeof(host), "worker");
+  }
+  std::string id = absl::StrCat(host, "-", getpid());
+  for (char& c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
+        c != ':' && c != '-') {
+      c = '-';
+    }
+  }
+  return id.substr(0, 128);
+}
+
+std::string Hostname() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
+  if (options_.worker_id.empty()) options_.worker_id = DefaultWorkerId();
+  if (options_.clock == nullptr) options_.clock = SystemClock::Get();
+  channel_ = options_.channel;
+  if (channel_ == nullptr) {
+    grpc::ChannelArguments args;
+    // Keep idle streams alive through NATs and notice dead brokers.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    channel_ = grpc::CreateCustomChannel(
+        options_.broker, grpc::InsecureChannelCredentials(), args);
+  }
+  stub_ = v1::Workers::NewStub(channel_);
+}
+
+Worker::~Worker() {
+  Stop();
+  absl::MutexLock lock(&mu_);
+  quit_ = true;
+  mu_.Await(absl::Condition(this, &Worker::NoThreads));
+}
+
+void Worker::Handle(std::string kind, Handler handler) {
+  handlers_[std::move(kind)] = std::move(handler);
+}
+
+void Worker::HandleDefault(Handler handler) {
+  default_handler_ = std::move(handler);
+}
+
+int Worker::running() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(running_.size());
+}
+
+void Worker::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    drain_deadline_ = options_.clock->Now() + options_.drain_timeout;
+    spdlog::info("worker stopping worker_id={} running={} drain_timeout_s={}",
+                 options_.worker_id, running_.size(),
+                 absl::ToInt64Seconds(options_.drain_timeout));
+  }
+}
+
+bool Worker::Quiet() const { return running_.empty() && unacked_.empty(); }
+
+void Worker::StopAll(StopReason reason) {
+  for (auto& [token, job] : running_) job->ctx->Stop(reason);
+}
+
+absl::Status Worker::Run() {
+  if (options_.queues.empty()) {
+    return absl::InvalidArgumentError("a worker needs at least one queue");
+  }
+  if (options_.concurrency < 1) {
+    return absl::InvalidArgumentError("concurrency must be at least 1");
+  }
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    threads_ = options_.concurrency + 1;
+    quit_ = false;
+  }
+  for (int i = 0; i < options_.concurrency; ++i) {
+    threads.emplace_back([this] {
+      while (true) {
+        std::shared_ptr<Running> job;
+        {
+          absl::MutexLock lock(&mu_);
+          mu_.Await(absl::Condition(this, &Worker::HasReadyOrQuit));
+          if (ready_.empty()) break;  // quitting
+          job = std::move(ready_.front());
+          ready_.pop_front();
+        }
+        RunJob(std::move(job));
+      }
+      absl::MutexLock lock(&mu_);
+      --threads_;
+    });
+  }
+  threads.emplace_back([this] {
+    HeartbeatLoop();
+    absl::MutexLock lock(&mu_);
+    --threads_;
+  });
+
+  absl::Status result = absl::OkStatus();
+  absl::Duration backoff = options_.reconnect_initial;
+  absl::BitGen bitgen;
+  while (true) {
+    bool welcomed = false;
+    absl::Status status = Session(&welcomed);
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && (Quiet() || options_.clock->Now() >= FinalDeadline())) {
+      if (!Quiet()) {
+        spdlog::warn(
+            "worker stopped with results the broker never acknowledged "
+            "worker_id={} unacknowledged={}",
+            options_.worker_id, unacked_.size());
+      }
+      break;
+    }
+    if (absl::IsInvalidArgument(status)) {
+      // The broker refused our Hello: retrying cannot help.
+      spdlog::error("broker refused the worker worker_id={} status=\"{}\"",
+                    options_.worker_id, status.ToString());
+      StopAll(StopReason::kShutdown);
+      result = status;
+      break;
+    }
+    if (welcomed) backoff = options_.reconnect_initial;
+    const absl::Duration wait =
+        backoff * absl::Uniform<double>(bitgen, 0.5, 1.0);
+    spdlog::warn(
+        "broker connection lost broker={} status=\"{}\" reconnect_in_ms={}",
+        options_.broker, status.ToString(), absl::ToInt64Milliseconds(wait));
+    backoff = std::min(backoff * 2, options_.reconnect_max);
+    // Wait, but wake early when a stop makes waiting pointless.
+    mu_.AwaitWithTimeout(absl::Condition(this, &Worker::StoppedAndQuiet), wait);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    quit_ = true;
+  }
+  for (std::thread& t : threads) t.join();
+  return result;
+}
+
+absl::Time Worker::FinalDeadline() const {
+  // After the drain timeout, stopped handlers need a moment to return and
+  // their failures to be acknowledged.
+  return drain_deadline_ + absl::Seconds(5);
+}
+
+absl::Status Worker::Session(bool* welcomed) {
+  auto connection = std::make_shared<Connection>();
+  connection->stream = stub_->Connect(&connection->ctx);
+  {
+    // Hold the write lock until the Hello is out, so that nothing (a credit,
+    // a result) overtakes it; compute the Hello and publish the connection
+    // atomically with respect to jobs finishing.
+    absl::MutexLock write_lock(&connection->write_mu);
+    v1::WorkerMessage hello_msg;
+    std::vector<v1::WorkerMessage> resend;
+    {
+      absl::MutexLock lock(&mu_);
+      v1::Hello* hello = hello_msg.mutable_hello();
+      hello->set_worker_id(options_.worker_id);
+      hello->set_hostname(Hostname());
+      hello->set_pid(static_cast<uint32_t>(getpid()));
+      hello->set_version(options_.version);
+      for (const std::string& queue : options_.queues) hello->add_queues(queue);
+      hello->mutable_labels()->insert(options_.labels.begin(),
+                                      options_.labels.end());
+      for (const auto& [token, job] : running_) {
+        v1::HeldLease* held = hello->add_held_leases();
+        held->set_job_id(job->ctx->id());
+        held->set_lease_token(token);
+      }
+      for (const auto& [token, result] : unacked_) {
+        v1::HeldLease* held = hello->add_held_leases();
+        held->set_job_id(unacked_job_[token]);
+        held->set_lease_token(token);
+        v1::WorkerMessage msg;
+        *msg.mutable_result() = result;
+        resend.push_back(std::move(msg));
+      }
+      const int free_slots =
+          options_.concurrency - static_cast<int>(running_.size());
+      hello->set_initial_credits(stopping_ ? 0 : std::max(free_slots, 0));
+      draining_ = false;
+      connection_ = connection;
+    }
+    bool ok = connection->WriteLocked(hello_msg);
+    for (const v1::WorkerMessage& msg : resend) {
+      ok = ok && connection->WriteLocked(msg);
+    }
+  }
+
+  v1::ServerMessage msg;
+  while (connection->stream->Read(&msg)) {
+    switch (msg.msg_case()) {
+      case v1::ServerMessage::kWelcome: {
+        absl::MutexLock lock(&mu_);
+        *welcomed = true;
+        if (msg.welcome().has_heartbeat_interval()) {
+          heartbeat_interval_ =
+              std::max(absl::Milliseconds(100),
+                       FromProto(msg.welcome().heartbeat_interval()));
+        }
+        spdlog::info("connected broker={} worker_id={} session_id={} queues={}",
+                     options_.broker, options_.worker_id,
+                     msg.welcome().session_id(),
+                     absl::StrJoin(options_.queues, ","));
+        break;
+      }
+      case v1::ServerMessage::kAssignment:
+        Dispatch(std::move(*msg.mutable_assignment()));
+        break;
+      case v1::ServerMessage::kCancel: {
+        absl::MutexLock lock(&mu_);
+        auto it = running_.find(msg.cancel().lease_token());
+        if (it != running_.end()) {
+          spdlog::info("job cancelled by the broker job_id={} reason=\"{}\"",
+                       msg.cancel().job_id(), msg.cancel().reason());
+          it->second->ctx->Stop(StopReason::kCancelled);
+        }
+        break;
+      }
+      case v1::ServerMessage::kLeaseLost: {
+        absl::MutexLock lock(&mu_);
+        const std::string& token = msg.lease_lost().lease_token();
+        auto it = running_.find(token);
+        if (it != running_.end()) {
+          spdlog::warn("lease lost job_id={} reason=\"{}\"",
+                       it->second->ctx->id(), msg.lease_lost().reason());
+          it->second->ctx->Stop(StopReason::kLeaseLost);
+        }
+        if (unacked_.erase(token) > 0) {
+          spdlog::warn("result refused by the broker job_id={} reason=\"{}\"",
+                       unacked_job_[token], msg.lease_lost().reason());
+          unacked_job_.erase(token);
+        }
+        break;
+      }
+      case v1::ServerMessage::kDrain: {
+        // The broker is going away (or wants us to leave): take no more
+        // work on this stream. Running jobs go on: their leases survive a
+        // broker restart, and their results are sent after reconnecting.
+        absl::MutexLock lock(&mu_);
+        draining_ = true;
+        spdlog::info("broker asked to drain reason=\"{}\" running={}",
+                     msg.drain().reason(), running_.size());
+        break;
+      }
+      case v1::ServerMessage::kResultAck: {
+        absl::MutexLock lock(&mu_);
+        unacked_.erase(msg.result_ack().lease_token());
+        unacked_job_.erase(msg.result_ack().lease_token());
+        break;
+      }
+      default:
+        break;  // newer message types are ignored
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (connection_ == connection) connection_.reset();
+  }
+  return FromGrpcStatus(connection->stream->Finish());
+}
+
+void Worker::Dispatch(v1::Assignment assignment) {
+  auto job = std::make_shared<Running>();
+  job->token = assignment.lease_token();
+  const absl::Time now = options_.clock->Now();
+  const absl::Duration timeout = FromProto(assignment.job().timeout());
+  job->ttl = FromProto(assignment.job().lease_ttl());
+  job->started = now;
+  job->ctx = std::make_shared<JobContext>(
+      std::move(*assignment.mutable_job()),
+      timeout > absl::ZeroDuration() ? now + timeout : absl::InfiniteFuture());
+  absl::MutexLock lock(&mu_);
+  running_[job->token] = job;
+  ready_.push_back(std::move(job));
+}
+
+void Worker::RunJob(std::shared_ptr<Running> job) {
+  JobContext& ctx = *job->ctx;
+  const Handler* handler = nullptr;
+  auto it = handlers_.find(ctx.kind());
+  if (it != handlers_.end()) {
+    handler = &it->second;
+  } else if (default_handler_) {
+    handler = &default_handler_;
+  }
+  spdlog::info("job started job_id={} queue={} kind={} attempt={}", ctx.id(),
+               ctx.job().queue(), ctx.kind(), ctx.attempt());
+  JobOutcome outcome;
+  if (handler == nullptr) {
+    outcome = JobOutcome::Failure(
+        absl::StrCat("worker ", options_.worker_id,
+                     " has no handler for kind \"", ctx.kind(), "\""),
+        /*retryable=*/false);
+  } else if (!ctx.stopped()) {
+    try {
+      outcome = (*handler)(ctx);
+    } catch (const std::exception& e) {
+      outcome = JobOutcome::Failure(
+          absl::StrCat("handler threw an exception: ", e.what()));
+    } catch (...) {
+      outcome = JobOutcome::Failure("handler threw an exception");
+    }
+  }
+  const StopReason reason = ctx.reason();
+  if (!outcome.success) {
+    if (reason == StopReason::kTimeout) {
+      outcome = JobOutcome::Failure(
+          absl::StrCat("timed out after ",
+                       absl::FormatDuration(ctx.deadline() - job->started),
+                       outcome.error.empty() ? "" : ": ", outcome.error));
+    } else if (reason == StopReason::kShutdown) {
+      outcome = JobOutcome::Failure(
+          "the worker stopped before the job finished (drain timeout)");
+    }
+  }
+  const int64_t duration_ms =
+      absl::ToInt64Milliseconds(options_.clock->Now() - job->started);
+  const bool send_result =
+      reason != StopReason::kCancelled && reason != StopReason::kLeaseLost;
+  const char* verdict = !send_result        ? "abandoned"
+                        : outcome.success   ? "succeeded"
+                        : outcome.retryable ? "failed"
+                                            : "failed_permanently";
+  spdlog::info(
+      "job finished job_id={} kind={} attempt={} duration_ms={} outcome={}{}{}",
+      ctx.id(), ctx.kind(), ctx.attempt(), duration_ms, verdict,
+      outcome.success ? "" : " error=\"",
+      outcome.success ? "" : outcome.error + "\"");
+
+  v1::WorkerMessage result_msg;
+  v1::Result* result = result_msg.mutable_result();
+  result->set_lease_token(job->token);
+  if (outcome.success) {
+    result->mutable_success()->set_output(std::move(outcome.output));
+  } else {
+    result->mutable_failure()->set_message(std::move(outcome.error));
+    result->mutable_failure()->set_retryable(outcome.retryable);
+  }
+  std::shared_ptr<Connection> connection;
+  bool credit;
+  {
+    absl::MutexLock lock(&mu_);
+    running_.erase(job->token);
+    if (send_result) {
+      unacked_[job->token] = *result;
+      unacked_job_[job->token] = ctx.id();
+    }
+    connection = connection_;
+    credit = !stopping_ && !draining_;
+  }
+  if (connection == nullptr) return;  // sent (and credited) on reconnect
+  if (send_result) connection->Write(result_msg);
+  if (credit) {
+    v1::WorkerMessage credit_msg;
+    credit_msg.mutable_credit()->set_credits(1);
+    connection->Write(credit_msg);
+  }
+}
+
+void Worker::HeartbeatLoop() {
+  absl::Time last_beat = absl::InfinitePast();
+  while (true) {
+    v1::WorkerMessage beat;
+    std::shared_ptr<Connection> connection;
+    bool close = false;
+    absl::Duration interval;
+    {
+      absl::MutexLock lock(&mu_);
+      if (quit_) return;
+      const absl::Time now = options_.clock->Now();
+      interval = heartbeat_interval_;
+      for (auto& [token, job] : running_) {
+        if (now >= job->ctx->deadline()) job->ctx->Stop(StopReason::kTimeout);
+        if (job->ttl > absl::ZeroDuration()) {
+          interval = std::min(interval, job->ttl / 3);
+        }
+      }
+      if (stopping_ && now >= drain_deadline_) StopAll(StopReason::kShutdown);
+      if (stopping_ && (Quiet() || now >= FinalDeadline())) close = true;
+      connection = connection_;
+      if (connection != nullptr) {
+        // Progress goes out promptly (it extends its lease too); every
+        // lease is heartbeated once per interval.
+        const bool due = now - last_beat >= interval;
+        v1::Heartbeat* heartbeat = beat.mutable_heartbeat();
+        for (auto& [token, job] : running_) {
+          v1::Progress progress;
+          if (job->ctx->TakeProgress(&progress)) {
+            v1::ProgressUpdate* update = heartbeat->add_progress();
+            update->set_lease_token(token);
+            *update->mutable_progress() = std::move(progress);
+          } else if (due) {
+            heartbeat->add_lease_tokens(token);
+          }
+        }
+        if (due) last_beat = now;
+        if (heartbeat->lease_tokens_size() == 0 &&
+            heartbeat->progress_size() == 0) {
+          beat.Clear();
+        }
+      }
+    }
+    if (connection != nullptr) {
+      if (beat.has_heartbeat()) connection->Write(beat);
+      if (close) connection->Close();
+    }
+    // Checks timeouts and the drain deadline often; heartbeats at their
+    // interval. Wakes at once when the worker quits.
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&quit_),
+                         std::min(interval / 4, absl::Milliseconds(100)));
+  }
+}
+
+}  // namespace ferry
