@@ -40,18 +40,25 @@ install_deps() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# Configures (once) and builds `$1` (a build dir) with extra cmake args.
+# Configures (once) and builds a tree: build_tree DIR [TARGET...] [-- CMAKE_ARGS...]
 build_tree() {
   local dir=$1
   shift
+  local targets=()
+  while (($#)) && [ "$1" != "--" ]; do
+    targets+=(--target "$1")
+    shift
+  done
+  (($#)) && shift
   if [ ! -f "$dir/build.ninja" ]; then
     log "configuring $dir"
     cmake -S "$FERRY_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   fi
-  log "building $dir"
+  log "building $dir ${targets[*]}"
   # Two jobs: the machines we target have two cores, and the protobuf and
   # gRPC headers make each compile large.
-  cmake --build "$dir" --parallel "${FERRY_JOBS:-2}"
+  cmake --build "$dir" --parallel "${FERRY_JOBS:-2}" "${targets[@]}"
 }
 
+# build [TARGET...]: the main tree; everything when no target is named.
 build() { build_tree "$FERRY_BUILD" "$@"; }

@@ -1,12 +1,54 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs ferryd in the foreground on the
-# embedded SQLite database (./data/ferry.db). Ctrl-C stops it.
+# Installs what is missing, builds, starts ferryd on 127.0.0.1:7070 with the
+# embedded SQLite database (./data/ferry.db), starts a ferry-worker running
+# examples/shell/upcase.sh, sends one job through, and keeps serving in the
+# foreground. Ctrl-C stops both gracefully.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 install_deps
-build
+build ferryd ferry ferry-worker
+
 
 cd "$FERRY_ROOT"
-log "starting ferryd on 127.0.0.1:7070 with ./data/ferry.db (Ctrl-C stops it)"
-exec "$FERRY_BUILD/server/ferryd" --listen=127.0.0.1:7070 --db=./data/ferry.db "$@"
+BIN=$FERRY_BUILD
+export FERRY_BROKER=127.0.0.1:7070
+FERRY="$BIN/client/ferry"
+
+"$BIN/server/ferryd" --listen="$FERRY_BROKER" --db=./data/ferry.db "$@" &
+ferryd_pid=$!
+worker_pid=
+stop() {
+  [ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null || true
+  kill -TERM "$ferryd_pid" 2>/dev/null || true
+  wait
+}
+trap stop INT TERM
+
+# Wait (at most 10 s) for the broker to answer.
+for _ in $(seq 100); do
+  if "$FERRY" queues >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$ferryd_pid" 2>/dev/null; then
+    log "ferryd did not start (see its message above)"
+    exit 1
+  fi
+  sleep 0.1
+done
+
+"$BIN/worker/ferry-worker" --queues=hello --concurrency=2 -- ./examples/shell/upcase.sh &
+worker_pid=$!
+
+log "submitting a job to queue 'hello' and waiting for its result:"
+"$FERRY" submit hello --payload "hello, ferry" --wait
+echo
+cat >&2 <<TOUR
+==> It went through. ferryd and a ferry-worker keep running; in another shell:
+      export FERRY_BROKER=$FERRY_BROKER PATH=\$PATH:$BIN/client
+      ferry submit hello --payload 'one more'    # prints the job id
+      ferry watch 2                              # its state changes
+      ferry list                                 # recent jobs
+      ferry queues                               # counts per queue
+      ferry workers                              # connected workers
+==> Ctrl-C stops the worker and the broker.
+TOUR
+wait "$ferryd_pid"

@@ -9,7 +9,7 @@ install_deps
 build
 
 if [ "${FERRY_SKIP_CLANG:-0}" != 1 ]; then
-  CC=clang CXX=clang++ build_tree "$FERRY_ROOT/build-clang" \
+  CC=clang CXX=clang++ build_tree "$FERRY_ROOT/build-clang" -- \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
     -DCMAKE_CXX_FLAGS="-Werror=thread-safety-analysis" -DBUILD_TESTING=OFF
 fi
