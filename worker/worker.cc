@@ -381,10 +381,13 @@ absl::Status Worker::Session(bool* welcomed) {
                      msg.drain().reason(), running_.size());
         break;
       }
-      case v1::ServerMessage::kResultAck: {
-        absl::MutexLock lock(&mu_);
-        unacked_.erase(msg.result_ack().lease_token());
-        unacked_job_.erase(msg.result_ack().lease_token());
+            case v1::ServerMessage::kResultAck: {
+        {
+          absl::MutexLock lock(&mu_);
+          unacked_.erase(msg.result_ack().lease_token());
+          unacked_job_.erase(msg.result_ack().lease_token());
+        }
+        if (options_.on_result_ack) options_.on_result_ack(msg.result_ack());
         break;
       }
       default:

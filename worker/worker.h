@@ -108,8 +108,11 @@ struct WorkerOptions {
   absl::Duration reconnect_max = absl::Seconds(10);
   // Use this channel instead of dialing `broker` (tests).
   std::shared_ptr<grpc::Channel> channel;
-  // Time source for timeouts and heartbeats; default the system clock.
+    // Time source for timeouts and heartbeats; default the system clock.
   const Clock* clock = nullptr;
+  // Called when the broker acknowledges a result (the result is durable),
+  // on the stream's reader thread; must not block. For benchmarks/tests.
+  std::function<void(const v1::ResultAck&)> on_result_ack;
 };
 
 // A Ferry worker: connects to ferryd over Workers.Connect, runs handlers

@@ -1,0 +1,480 @@
+// ferry-bench: load against a running ferryd. See docs/benchmarks.md.
+//
+//   ferry-bench --broker=127.0.0.1:7070 --mode=e2e --producers=8 --workers=8 \
+//               --jobs=100000 [--batch=100] [--json]
+//
+// Modes:
+//   e2e      N jobs submitted while workers run; throughput is N over first
+//            submit -> last result acknowledged.
+//   submit   producers only.
+//   drain    a queue pre-filled with N jobs (SubmitBatch), then workers.
+//   latency  open loop at --rate jobs/s; percentiles of submit-ack -> worker
+//            receives and of submit-sent -> worker receives.
+//   streams  --idle_streams idle worker streams, then the latency of single
+//            jobs while they are connected, and ferryd's threads and RSS
+//            (--ferryd_pid).
+// Every run checks that each submitted job was received exactly once (no
+// faults are injected), else it fails (exit 1).
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "ferry/v1/jobs.grpc.pb.h"
+#include "ferry/v1/workers.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "spdlog/spdlog.h"
+#include "worker/worker.h"
+
+ABSL_FLAG(std::string, broker, "127.0.0.1:7070", "ferryd's address.");
+ABSL_FLAG(std::string, mode, "e2e", "e2e, submit, drain, latency or streams.");
+ABSL_FLAG(int, producers, 8, "Producer connections.");
+ABSL_FLAG(int, workers, 8, "Worker connections (worker SDK).");
+ABSL_FLAG(int, slots, 16, "Concurrency (credits) per worker.");
+ABSL_FLAG(int64_t, jobs, 100000, "Jobs per run.");
+ABSL_FLAG(int, batch, 1, "Jobs per SubmitBatch call; 1 uses unary Submit.");
+ABSL_FLAG(double, rate, 1000, "latency/streams: jobs per second, open loop.");
+ABSL_FLAG(int, payload_bytes, 100, "Payload size.");
+ABSL_FLAG(std::string, queue, "", "Queue (default: a fresh one per run).");
+ABSL_FLAG(int, idle_streams, 1000, "streams: idle worker streams to open.");
+ABSL_FLAG(int, ferryd_pid, 0, "streams: ferryd's pid, to read threads/RSS.");
+ABSL_FLAG(bool, json, false, "Print one JSON object per result.");
+ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Give up after this.");
+
+namespace ferry {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             Clock::now().time_since_epoch())
+      .count();
+}
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& broker, int i) {
+  grpc::ChannelArguments args;
+  // A connection of its own for every producer and worker.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt("ferry.bench.connection", i);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(broker, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+struct Result {
+  std::string mode;
+  int64_t jobs = 0;
+  double seconds = 0;
+  double jobs_per_s = 0;
+  std::vector<std::pair<std::string, int64_t>> extra;  // name -> value
+};
+
+void Print(const Result& r, bool json) {
+  if (json) {
+    std::string out = absl::StrCat(
+        "{\"mode\":\"", r.mode, "\",\"jobs\":", r.jobs,
+        ",\"seconds\":", absl::StrFormat("%.3f", r.seconds),
+        ",\"jobs_per_s\":", absl::StrFormat("%.0f", r.jobs_per_s),
+        ",\"producers\":", absl::GetFlag(FLAGS_producers),
+        ",\"workers\":", absl::GetFlag(FLAGS_workers),
+        ",\"batch\":", absl::GetFlag(FLAGS_batch));
+    for (const auto& [name, value] : r.extra) {
+      absl::StrAppend(&out, ",\"", name, "\":", value);
+    }
+    std::printf("%s}\n", out.c_str());
+  } else {
+    std::printf("%-8s jobs=%-8lld seconds=%-8.3f jobs/s=%.0f", r.mode.c_str(),
+                static_cast<long long>(r.jobs), r.seconds, r.jobs_per_s);
+    for (const auto& [name, value] : r.extra) {
+      std::printf(" %s=%lld", name.c_str(), static_cast<long long>(value));
+    }
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+}
+
+// Records which jobs workers received and when; checks exactly-once.
+class Ledger {
+ public:
+  void Received(const std::string& id) {
+    const int64_t now = NowUs();
+    absl::MutexLock lock(&mu_);
+    int64_t& first = received_[id];
+    if (first != 0) ++duplicates_;
+    first = now;
+  }
+  void Acked() {
+    absl::MutexLock lock(&mu_);
+    ++acked_;
+    last_ack_us_ = NowUs();
+  }
+  // Waits until `n` results are acknowledged or the deadline passes.
+  bool WaitAcked(int64_t n, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return acked_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  }
+  int64_t last_ack_us() {
+    absl::MutexLock lock(&mu_);
+    return last_ack_us_;
+  }
+  int64_t ReceivedAt(const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    auto it = received_.find(id);
+    return it == received_.end() ? 0 : it->second;
+  }
+  // Empty when every id in `ids` was received exactly once and nothing else.
+  std::string Check(const std::vector<std::string>& ids) {
+    absl::MutexLock lock(&mu_);
+    if (duplicates_ > 0) return absl::StrCat(duplicates_, " jobs received twice");
+    int64_t missing = 0;
+    for (const std::string& id : ids) missing += received_.count(id) == 0;
+    if (missing > 0) return absl::StrCat(missing, " jobs never received");
+    if (received_.size() != ids.size()) {
+      return absl::StrCat(received_.size(), " jobs received, ", ids.size(),
+                          " submitted");
+    }
+    return "";
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int64_t> received_ ABSL_GUARDED_BY(mu_);
+  int64_t duplicates_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_ack_us_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// W Worker SDK instances with no-op handlers.
+class WorkerPool {
+ public:
+  WorkerPool(const std::string& broker, const std::string& queue, int count,
+             int slots, Ledger* ledger) {
+    for (int i = 0; i < count; ++i) {
+      WorkerOptions options;
+      options.broker = broker;
+      options.queues = {queue};
+      options.concurrency = slots;
+      options.worker_id = absl::StrCat("bench-", getpid(), "-", i);
+      options.channel = NewChannel(broker, 1000 + i);
+      options.on_result_ack = [ledger](const v1::ResultAck&) { ledger->Acked(); };
+      auto worker = std::make_unique<Worker>(options);
+      worker->HandleDefault([ledger](JobContext& ctx) {
+        ledger->Received(ctx.id());
+        return JobOutcome::Success();
+      });
+      workers_.push_back(std::move(worker));
+    }
+    for (auto& worker : workers_) {
+      threads_.emplace_back([w = worker.get()] { (void)w->Run(); });
+    }
+  }
+  ~WorkerPool() {
+    for (auto& worker : workers_) worker->Stop();
+    for (std::thread& t : threads_) t.join();
+  }
+
+ private:
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+};
+
+v1::JobSpec Spec(const std::string& queue, const std::string& payload) {
+  v1::JobSpec spec;
+  spec.set_queue(queue);
+  spec.set_kind("bench");
+  spec.set_payload(payload);
+  return spec;
+}
+
+// Submits `jobs` jobs from P producers in a closed loop; returns the ids.
+// `sent_us`/`acked_us` (optional) record per-job times.
+std::vector<std::string> Produce(const std::string& broker,
+                                 const std::string& queue, int64_t jobs,
+                                 int producers, int batch,
+                                 int64_t* first_submit_us) {
+  std::string payload(absl::GetFlag(FLAGS_payload_bytes), 'x');
+  std::vector<std::vector<std::string>> ids(producers);
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  *first_submit_us = NowUs();
+  std::vector<std::thread> threads;
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&, p] {
+      auto stub = v1::Jobs::NewStub(NewChannel(broker, p));
+      while (!failed) {
+        const int64_t start = next.fetch_add(batch);
+        if (start >= jobs) break;
+        const int64_t count = std::min<int64_t>(batch, jobs - start);
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        grpc::Status status;
+        if (batch == 1) {
+          v1::SubmitRequest request;
+          *request.mutable_job() = Spec(queue, payload);
+          v1::SubmitResponse response;
+          status = stub->Submit(&ctx, request, &response);
+          if (status.ok()) ids[p].push_back(response.job().id());
+        } else {
+          v1::SubmitBatchRequest request;
+          for (int64_t i = 0; i < count; ++i) *request.add_jobs() = Spec(queue, payload);
+          v1::SubmitBatchResponse response;
+          status = stub->SubmitBatch(&ctx, request, &response);
+          if (status.ok()) {
+            for (const auto& r : response.results()) ids[p].push_back(r.job().id());
+          }
+        }
+        if (!status.ok()) {
+          std::fprintf(stderr, "ferry-bench: submit failed: %s\n",
+                       status.error_message().c_str());
+          failed = true;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  if (failed) std::exit(1);
+  std::vector<std::string> all;
+  for (auto& v : ids) all.insert(all.end(), v.begin(), v.end());
+  return all;
+}
+
+std::string FreshQueue() {
+  std::string queue = absl::GetFlag(FLAGS_queue);
+  if (queue.empty()) queue = absl::StrCat("bench-", getpid(), "-", NowUs() % 1000000);
+  return queue;
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "ferry-bench: FAILED: %s\n", message.c_str());
+  return 1;
+}
+
+int64_t Percentile(std::vector<int64_t>& values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  size_t index = static_cast<size_t>(p * (values.size() - 1) + 0.5);
+  return values[std::min(index, values.size() - 1)];
+}
+
+// Reads "Threads:" and "VmRSS:" of a process from /proc.
+std::pair<int64_t, int64_t> ThreadsAndRssKb(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  int64_t threads = -1, rss = -1;
+  while (std::getline(in, line)) {
+    std::vector<std::string> parts = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (parts.size() < 2) continue;
+    if (parts[0] == "Threads:") (void)absl::SimpleAtoi(parts[1], &threads);
+    if (parts[0] == "VmRSS:") (void)absl::SimpleAtoi(parts[1], &rss);
+  }
+  return {threads, rss};
+}
+
+// Open loop at `rate` for `jobs` jobs from one producer; latencies in us.
+int RunLatency(const std::string& broker, const std::string& queue,
+               int64_t jobs, double rate, Ledger& ledger, Result* result) {
+    auto stub = v1::Jobs::NewStub(NewChannel(broker, 0));
+  std::string payload(absl::GetFlag(FLAGS_payload_bytes), 'x');
+  // Open loop: each job is sent at its time in the schedule whether or not
+  // earlier ones were acknowledged (async calls), so a slow ack shows up as
+  // latency instead of lowering the rate.
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::SubmitRequest request;
+    v1::SubmitResponse response;
+    int64_t sent = 0;
+    int64_t acked = 0;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Call>> calls(jobs);
+  absl::Mutex mu;
+  int64_t done = 0;
+  const int64_t interval_us = static_cast<int64_t>(1e6 / rate);
+  const int64_t start = NowUs();
+  for (int64_t i = 0; i < jobs; ++i) {
+    const int64_t due = start + i * interval_us;
+    while (NowUs() < due) {
+      std::this_thread::sleep_for(std::chrono::microseconds(
+          std::min<int64_t>(due - NowUs(), 100)));
+    }
+    auto& call = calls[i];
+    call = std::make_unique<Call>();
+    *call->request.mutable_job() = Spec(queue, payload);
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    call->sent = NowUs();
+    Call* raw = call.get();
+    stub->async()->Submit(&raw->ctx, &raw->request, &raw->response,
+                          [raw, &mu, &done](grpc::Status status) {
+                            raw->acked = NowUs();
+                            raw->status = std::move(status);
+                            absl::MutexLock lock(&mu);
+                            ++done;
+                          });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&done, jobs]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return done == jobs; };
+    if (!mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60))) {
+      return Fail("submits were not acknowledged");
+    }
+  }
+  std::vector<std::string> ids;
+  std::vector<int64_t> sent, acked;
+  for (auto& call : calls) {
+    if (!call->status.ok()) return Fail(call->status.error_message());
+    ids.push_back(call->response.job().id());
+    sent.push_back(call->sent);
+    acked.push_back(call->acked);
+  }
+  if (!ledger.WaitAcked(jobs, absl::GetFlag(FLAGS_timeout))) {
+    return Fail("timed out waiting for results");
+  }
+  if (std::string error = ledger.Check(ids); !error.empty()) return Fail(error);
+  std::vector<int64_t> from_ack, from_send;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const int64_t received = ledger.ReceivedAt(ids[i]);
+    from_ack.push_back(std::max<int64_t>(0, received - acked[i]));
+    from_send.push_back(received - sent[i]);
+  }
+  result->jobs = jobs;
+  result->seconds = (NowUs() - start) / 1e6;
+  result->jobs_per_s = jobs / result->seconds;
+  result->extra = {{"p50_us", Percentile(from_ack, 0.5)},
+                   {"p99_us", Percentile(from_ack, 0.99)},
+                   {"max_us", Percentile(from_ack, 1.0)},
+                   {"sent_p50_us", Percentile(from_send, 0.5)},
+                   {"sent_p99_us", Percentile(from_send, 0.99)},
+                   {"sent_max_us", Percentile(from_send, 1.0)}};
+  return 0;
+}
+
+int Run() {
+  const std::string broker = absl::GetFlag(FLAGS_broker);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  const int producers = absl::GetFlag(FLAGS_producers);
+  const int workers = absl::GetFlag(FLAGS_workers);
+  const int slots = absl::GetFlag(FLAGS_slots);
+  const int64_t jobs = absl::GetFlag(FLAGS_jobs);
+  const int batch = std::max(1, absl::GetFlag(FLAGS_batch));
+  const bool json = absl::GetFlag(FLAGS_json);
+  if (producers < 1 || workers < 0 || jobs < 1 || slots < 1) {
+    return Fail("--producers, --jobs and --slots must be >= 1");
+  }
+  const std::string queue = FreshQueue();
+  Result result;
+  result.mode = mode;
+  Ledger ledger;
+
+  if (mode == "submit") {
+    int64_t first = 0;
+    std::vector<std::string> ids = Produce(broker, queue, jobs, producers, batch, &first);
+    result.jobs = static_cast<int64_t>(ids.size());
+    result.seconds = (NowUs() - first) / 1e6;
+  } else if (mode == "e2e") {
+    if (workers < 1) return Fail("e2e needs --workers >= 1");
+    WorkerPool pool(broker, queue, workers, slots, &ledger);
+    int64_t first = 0;
+    std::vector<std::string> ids = Produce(broker, queue, jobs, producers, batch, &first);
+    if (!ledger.WaitAcked(jobs, absl::GetFlag(FLAGS_timeout))) {
+      return Fail("timed out waiting for results");
+    }
+    if (std::string error = ledger.Check(ids); !error.empty()) return Fail(error);
+    result.jobs = jobs;
+    result.seconds = (ledger.last_ack_us() - first) / 1e6;
+  } else if (mode == "drain") {
+    int64_t first = 0;
+    std::vector<std::string> ids =
+        Produce(broker, queue, jobs, producers, std::max(batch, 500), &first);
+    const int64_t start = NowUs();
+    WorkerPool pool(broker, queue, workers, slots, &ledger);
+    if (!ledger.WaitAcked(jobs, absl::GetFlag(FLAGS_timeout))) {
+      return Fail("timed out waiting for results");
+    }
+    if (std::string error = ledger.Check(ids); !error.empty()) return Fail(error);
+    result.jobs = jobs;
+    result.seconds = (ledger.last_ack_us() - start) / 1e6;
+  } else if (mode == "latency") {
+    WorkerPool pool(broker, queue, std::max(workers, 1), slots, &ledger);
+    // Let the workers connect and grant credit before the clock starts.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (int rc = RunLatency(broker, queue, jobs, absl::GetFlag(FLAGS_rate), ledger, &result)) {
+      return rc;
+    }
+  } else if (mode == "streams") {
+    // Idle streams on another queue: they hold credit but never get a job.
+    const int idle = absl::GetFlag(FLAGS_idle_streams);
+    const int pid = absl::GetFlag(FLAGS_ferryd_pid);
+    std::pair<int64_t, int64_t> before = pid ? ThreadsAndRssKb(pid) : std::make_pair(-1L, -1L);
+    std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+    std::vector<std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::ServerMessage>>> streams;
+    std::vector<std::unique_ptr<v1::Workers::Stub>> stubs;
+    for (int i = 0; i < 8; ++i) stubs.push_back(v1::Workers::NewStub(NewChannel(broker, 2000 + i)));
+    for (int i = 0; i < idle; ++i) {
+      auto ctx = std::make_unique<grpc::ClientContext>();
+      auto stream = stubs[i % stubs.size()]->Connect(ctx.get());
+      v1::WorkerMessage hello;
+      hello.mutable_hello()->set_worker_id(absl::StrCat("idle-", i));
+      hello.mutable_hello()->add_queues(queue + "-idle");
+      hello.mutable_hello()->set_initial_credits(4);
+      if (!stream->Write(hello)) return Fail("cannot open idle stream");
+      v1::ServerMessage welcome;
+      if (!stream->Read(&welcome)) return Fail("idle stream got no Welcome");
+      contexts.push_back(std::move(ctx));
+      streams.push_back(std::move(stream));
+    }
+    std::pair<int64_t, int64_t> after = pid ? ThreadsAndRssKb(pid) : std::make_pair(-1L, -1L);
+    WorkerPool pool(broker, queue, std::max(workers, 1), slots, &ledger);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (int rc = RunLatency(broker, queue, jobs, absl::GetFlag(FLAGS_rate), ledger, &result)) {
+      return rc;
+    }
+    result.extra.push_back({"idle_streams", idle});
+    result.extra.push_back({"threads_before", before.first});
+    result.extra.push_back({"threads_after", after.first});
+    result.extra.push_back({"rss_kb_before", before.second});
+    result.extra.push_back({"rss_kb_after", after.second});
+    for (auto& ctx : contexts) ctx->TryCancel();
+    for (auto& stream : streams) (void)stream->Finish();
+  } else {
+    return Fail(absl::StrCat("unknown --mode ", mode));
+  }
+  if (result.seconds > 0 && result.jobs_per_s == 0) {
+    result.jobs_per_s = result.jobs / result.seconds;
+  }
+  Print(result, json);
+  return 0;
+}
+
+}  // namespace
+}  // namespace ferry
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Load generator for ferryd; see docs/benchmarks.md.");
+  absl::ParseCommandLine(argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  return ferry::Run();
+}
