@@ -771,12 +771,20 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
 
   int resumed = 0;
   for (const HeldLease& h : held) {
+    auto known = leases_.find(h.token);
+    if (known != leases_.end() && known->second.job_id != h.job_id) {
+      SendLeaseLost(handle, h.job_id, h.token,
+                    "the lease token belongs to another job", kicks);
+      continue;
+    }
+    auto pending = acks_.find(h.token);
+    if (pending != acks_.end()) {
+      // Its result is being stored right now: acknowledge it here.
+      pending->second = handle;
+      continue;
+    }
     std::string why;
     LeaseState* lease = FindLease(h.token, handle, &why);
-    if (lease != nullptr && lease->job_id != h.job_id) {
-      why = "the lease token belongs to another job";
-      lease = nullptr;
-    }
     if (lease == nullptr) {
       if (ResultStored(h)) continue;  // the worker will resend; we ack it
       SendLeaseLost(handle, h.job_id, h.token, why, kicks);
@@ -837,6 +845,8 @@ Broker::LeaseState* Broker::ExtendLease(uint64_t handle,
   std::string why;
   LeaseState* lease = FindLease(token, handle, &why);
   if (lease == nullptr) {
+    // A result for it is being stored: the heartbeat is moot, not lost.
+    if (acks_.contains(token)) return nullptr;
     auto recent = recent_.find(token);
     SendLeaseLost(handle, recent == recent_.end() ? 0 : recent->second.job_id,
                   token, why, kicks);

@@ -183,7 +183,8 @@ class Broker {
   // The earliest time Tick() has something to do (InfiniteFuture if none).
   absl::Time NextTickTime();
   // Stops dispatching and tells every worker to drain; new sessions and
-  // long-polls are refused. Watchers and sessions are closed UNAVAILABLE.
+  // long-polls are refused. Watchers are closed UNAVAILABLE; sessions get a
+  // Drain and stay open so their workers can report what they finish.
   void Drain(absl::string_view reason);
 
  private:

@@ -95,6 +95,7 @@ void FerryServer::Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  if (server_ == nullptr) return;  // Start() failed before serving
   spdlog::info("shutting down grace_s={}",
                absl::ToInt64Seconds(options_.shutdown_grace));
   server_->GetHealthCheckService()->SetServingStatus(false);

@@ -47,7 +47,9 @@ using sqlite::Statement;
 // "FERY": marks the file as ours so we never migrate someone else's database.
 constexpr int64_t kApplicationId = 0x46455259;
 
-// Schema migrations; user_version is the number applied. Append only.
+// Schema migrations; user_version is the number applied. Append only from
+// the first release on (none has shipped: migration 1 is still the
+// initial schema).
 constexpr const char* kMigrations[] = {
     // 1: the job table and queue settings.
     R"sql(
