@@ -160,7 +160,9 @@ int Run(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   Worker worker(options);
-  for (const auto& [kind, argv_for_kind] : handlers) {
+  for (const auto& [kind, command_for_kind] : handlers) {
+    // C++17 lambdas cannot capture structured bindings: copy first.
+    std::vector<std::string> argv_for_kind = command_for_kind;
     Handler handler = [argv_for_kind, command_options](JobContext& ctx) {
       return RunCommand(argv_for_kind, command_options, ctx);
     };

@@ -148,15 +148,16 @@ absl::StatusOr<std::string> Subprocess::WaitForLine(absl::string_view needle,
                                                     absl::Duration timeout) {
   size_t checked = 0;
   std::string found;
-  auto seen = [&]() {  // runs under mu_ (Await holds it)
-    for (; checked < lines_.size(); ++checked) {
-      if (absl::StrContains(lines_[checked], needle)) {
-        found = lines_[checked];
-        return true;
-      }
-    }
-    return open_streams_ == 0;  // no more output will come
-  };
+  auto seen =
+      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs under mu_ (Await holds it)
+        for (; checked < lines_.size(); ++checked) {
+          if (absl::StrContains(lines_[checked], needle)) {
+            found = lines_[checked];
+            return true;
+          }
+        }
+        return open_streams_ == 0;  // no more output will come
+      };
   absl::MutexLock lock(&mu_);
   mu_.AwaitWithTimeout(absl::Condition(&seen), timeout);
   if (!found.empty()) return found;
