@@ -10,6 +10,9 @@ FERRY_PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libsqlite3-dev libspdlog-dev libgtest-dev libgmock-dev
   clang
+  # The Python examples and the interop test (Debian's grpc_tools.protoc
+  # imports pkg_resources but does not depend on it).
+  python3-grpcio python3-grpc-tools python3-pkg-resources
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
