@@ -808,14 +808,17 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
   return handle;
 }
 
-void Broker::AddCredit(uint64_t handle, int64_t credits) {
+void Broker::AddCredit(uint64_t handle, int64_t credits, bool reset) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(handle);
-  if (it == sessions_.end() || credits <= 0) return;
+  if (it == sessions_.end() || credits < 0) return;
   Session& session = it->second;
   session.last_seen = clock_->Now();
-  session.credits = std::min(session.credits + credits, options_.max_credits);
+  // A reset may lower the count; a session with none is skipped (lazily)
+  // when it comes up in a queue's hungry list.
+  session.credits =
+      std::min((reset ? 0 : session.credits) + credits, options_.max_credits);
   MarkHungry(session);
   const std::vector<std::string> queues = session.identity.queues;
   for (const std::string& queue : queues) Dispatch(queue, kicks);

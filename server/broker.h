@@ -149,7 +149,8 @@ class Broker {
                                        std::vector<HeldLease> held,
                                        int64_t initial_credits,
                                        std::shared_ptr<WorkerSink> sink);
-  void AddCredit(uint64_t session, int64_t credits);
+  // Adds `credits` to the session's, or sets them when `reset`.
+  void AddCredit(uint64_t session, int64_t credits, bool reset = false);
   // Extends the listed leases; records progress when given.
   void Heartbeat(uint64_t session, const v1::Heartbeat& heartbeat);
   // Ends the attempt; the session gets a ResultAck once it is durable, or

@@ -105,7 +105,7 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
   }
   switch (msg.msg_case()) {
     case v1::WorkerMessage::kCredit:
-      broker_->AddCredit(session, msg.credit().credits());
+      broker_->AddCredit(session, msg.credit().credits(), msg.credit().reset());
       return absl::OkStatus();
     case v1::WorkerMessage::kHeartbeat:
       broker_->Heartbeat(session, msg.heartbeat());

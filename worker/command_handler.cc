@@ -68,6 +68,23 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
                       const CommandOptions& options, JobContext& ctx) {
   if (argv.empty()) return JobOutcome::Failure("no command to run", false);
   const Clock* clock = SystemClock::Get();
+  // Writing the payload to a command that exits without reading it raises
+  // SIGPIPE; keep it off this thread (and drop a pending one after) so the
+  // caller need not ignore SIGPIPE process-wide.
+  sigset_t sigpipe, old_mask;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigpipe, &old_mask);
+  struct RestoreMask {
+    sigset_t* pipe_set;
+    sigset_t* old;
+    ~RestoreMask() {
+      const timespec zero = {0, 0};
+      while (sigtimedwait(pipe_set, nullptr, &zero) == SIGPIPE) {
+      }
+      pthread_sigmask(SIG_SETMASK, old, nullptr);
+    }
+  } restore{&sigpipe, &old_mask};
   int in[2], out[2], err[2];
   if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 ||
       pipe2(err, O_CLOEXEC) != 0) {
@@ -152,20 +169,26 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
 
   auto reap = [&]() {
     if (exited) return;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      exited = true;
-      // Nothing of the job may outlive it: end whatever it left behind.
-      kill(-pid, SIGKILL);
-      // Leftovers holding our pipes get a moment to die and close them.
-      drain_until = clock->Now() + absl::Seconds(2);
+    // Notice the exit without reaping: while the leader is a zombie its pid
+    // (the group's id) cannot be reused, so signalling the group is safe.
+    siginfo_t info = {};
+    if (waitid(P_PID, pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        info.si_pid != pid) {
+      return;
     }
+    // Nothing of the job may outlive it: end whatever it left behind.
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    exited = true;
+    // Leftovers holding our pipes get a moment to die and close them.
+    drain_until = clock->Now() + absl::Seconds(2);
   };
 
   while (out_open || err_open || !exited) {
     reap();
     const absl::Time now = clock->Now();
-    if (exited && now >= drain_until) break;
-    if (!terminating && ctx.stopped()) {
+    if (exited && (now >= drain_until || (!out_open && !err_open))) break;
+    if (!terminating && !exited && ctx.stopped()) {
       terminating = true;
       kill(-pid, SIGTERM);
       kill_at = now + options.kill_grace;

@@ -148,6 +148,17 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
   channel_ = options_.channel;
   if (channel_ == nullptr) {
     grpc::ChannelArguments args;
+    // gRPC's own reconnect backoff (up to 120 s by default) would keep the
+    // worker away long after the broker is back; follow ours.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                static_cast<int>(
+                    absl::ToInt64Milliseconds(options_.reconnect_initial)));
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+                static_cast<int>(
+                    absl::ToInt64Milliseconds(options_.reconnect_initial)));
+    args.SetInt(
+        GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options_.reconnect_max)));
     // Keep idle streams alive through NATs and notice dead brokers.
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
@@ -179,14 +190,23 @@ int Worker::running() const {
 }
 
 void Worker::Stop() {
+  std::shared_ptr<Connection> connection;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
     drain_deadline_ = options_.clock->Now() + options_.drain_timeout;
+    connection = connection_;
     spdlog::info("worker stopping worker_id={} running={} drain_timeout_s={}",
                  options_.worker_id, running_.size(),
                  absl::ToInt64Seconds(options_.drain_timeout));
+  }
+  // Withdraw the credits the broker still holds, so no new job comes.
+  if (connection != nullptr) {
+    v1::WorkerMessage withdraw;
+    withdraw.mutable_credit()->set_credits(0);
+    withdraw.mutable_credit()->set_reset(true);
+    connection->Write(withdraw);
   }
 }
 
@@ -381,7 +401,7 @@ absl::Status Worker::Session(bool* welcomed) {
                      msg.drain().reason(), running_.size());
         break;
       }
-            case v1::ServerMessage::kResultAck: {
+      case v1::ServerMessage::kResultAck: {
         {
           absl::MutexLock lock(&mu_);
           unacked_.erase(msg.result_ack().lease_token());
@@ -427,7 +447,8 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
   }
   spdlog::info("job started job_id={} queue={} kind={} attempt={}", ctx.id(),
                ctx.job().queue(), ctx.kind(), ctx.attempt());
-  JobOutcome outcome;
+  JobOutcome outcome =
+      JobOutcome::Failure("the job was stopped before its handler started");
   if (handler == nullptr) {
     outcome = JobOutcome::Failure(
         absl::StrCat("worker ", options_.worker_id,
