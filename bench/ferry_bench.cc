@@ -475,6 +475,9 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Load generator for ferryd; see docs/benchmarks.md.");
   absl::ParseCommandLine(argc, argv);
+  // Debian builds Abseil with lock-order (deadlock) detection on; it costs
+  // a graph update on every lock. Tests keep it; production does not.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   spdlog::set_level(spdlog::level::warn);
   return ferry::Run();
 }

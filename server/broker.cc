@@ -1150,8 +1150,9 @@ void Broker::PromoteDue(absl::Time now) {
           AddReady(key);
           queues.insert(key.queue);
           if (watchers_of_job_.contains(key.id)) {
-            // Watchers want the whole job. Reading it here, on the writer
-            // thread before any later commit, keeps their updates in order.
+            // Watchers want the whole job. The read runs before any later
+            // callback, so it can only see this state or a newer one; a
+            // newer one is deduplicated when its own callback notifies.
             kicks.Defer([this, id = key.id] {
               absl::StatusOr<JobRecord> job = store_->GetJob(id, false);
               if (!job.ok()) return;
@@ -1167,8 +1168,10 @@ void Broker::PromoteDue(absl::Time now) {
           return;
         }
         // Everything due is promoted; learn the next due time from disk.
-        // Only writer-thread callbacks lower next_scheduled_, and this read
-        // runs on the writer thread before any of them, so none is lost.
+        // Only store callbacks lower next_scheduled_, they run one at a
+        // time in commit order, and this read runs before any later one:
+        // it sees every job scheduled so far (and maybe some that later
+        // callbacks will note again), so none is lost.
         next_scheduled_ = absl::InfiniteFuture();
         kicks.Defer([this] {
           absl::StatusOr<std::optional<absl::Time>> next =

@@ -89,7 +89,7 @@ using JobSink = Sink<JobRecord>;
 // memory follows the committed result ("memory mirrors, disk decides").
 //
 // Thread-safe. Methods that change jobs complete through a callback that runs
-// once the change is durable (on the store's writer thread); callbacks must
+// once the change is durable (on the store's completion thread); callbacks must
 // not block. Sinks receive messages in commit order.
 //
 // Time comes only from `clock`. Nothing happens on its own: Tick() does the

@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/clock.h"
 #include "base/log_format.h"
 #include "server/server.h"
@@ -124,6 +125,9 @@ int Run(int argc, char** argv) {
       "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
       "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.");
   absl::ParseCommandLine(argc, argv);
+  // Debian builds Abseil with lock-order (deadlock) detection on; it costs
+  // a graph update on every lock. Tests keep it; production does not.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
   if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {

@@ -81,7 +81,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
   void Kick() override {
     JobRecord next;
     absl::Status finish;
-    switch (writes_.Next(&next, &finish)) {
+    bool more = false;
+    switch (writes_.Next(&next, &finish, &more)) {
       case WriteQueue<JobRecord>::Action::kNothing:
         return;
       case WriteQueue<JobRecord>::Action::kFinish:

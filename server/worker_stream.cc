@@ -33,9 +33,13 @@ void WorkerStream::Close(absl::Status status) {
 
 void WorkerStream::Kick() {
   absl::Status finish;
-  switch (writes_.Next(&out_, &finish)) {
+  bool more = false;
+  switch (writes_.Next(&out_, &finish, &more)) {
     case WriteQueue<v1::ServerMessage>::Action::kWrite:
-      StartWrite(&out_);
+      // Messages queued together (the acks of one commit, say) leave in one
+      // write to the socket.
+      StartWrite(&out_, more ? grpc::WriteOptions().set_buffer_hint()
+                             : grpc::WriteOptions());
       break;
     case WriteQueue<v1::ServerMessage>::Action::kFinish:
       Finish(ToGrpcStatus(finish));

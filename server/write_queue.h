@@ -33,15 +33,18 @@ class WriteQueue {
     status_ = std::move(status);
   }
 
-  // kWrite: write `*item` and call WriteDone when it completes.
+  // kWrite: write `*item` and call WriteDone when it completes; `*more` is
+  // set when others are queued behind it (the write may then be buffered
+  // and go out with them in one syscall).
   // kFinish: finish the call with `*status` (returned once).
-  Action Next(Item* item, absl::Status* status) {
+  Action Next(Item* item, absl::Status* status, bool* more) {
     absl::MutexLock lock(&mu_);
     if (done_ || writing_ || finished_) return Action::kNothing;
     if (!pending_.empty()) {
       writing_ = true;
       *item = std::move(pending_.front());
       pending_.pop_front();
+      *more = !pending_.empty();
       return Action::kWrite;
     }
     if (!closing_) return Action::kNothing;

@@ -187,4 +187,8 @@ int64_t Connection::LastInsertId() const {
 
 int Connection::Changes() const { return sqlite3_changes(db_); }
 
+bool Connection::InTransaction() const {
+  return sqlite3_get_autocommit(db_) == 0;
+}
+
 }  // namespace ferry::sqlite

@@ -103,6 +103,8 @@ class Connection {
   absl::StatusOr<int64_t> QueryInt(const char* sql);
 
   int64_t LastInsertId() const;
+  // False when no transaction is open (autocommit).
+  bool InTransaction() const;
   int Changes() const;
   sqlite3* handle() const { return db_; }
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <thread>
 #include <utility>
 
@@ -88,8 +89,10 @@ CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs(idempotency_key)
   WHERE idempotency_key IS NOT NULL;
 -- Listing and counting by queue and state.
 CREATE INDEX jobs_by_queue_state ON jobs(queue, state, id);
--- Covers the start-up load of ready jobs.
-CREATE INDEX jobs_by_state ON jobs(state, queue, priority, run_at);
+-- Ready jobs only (state 2 = QUEUED), covering the start-up load. Partial,
+-- so the other transitions never touch it, and a job leased in the same
+-- transaction that stores it never enters it.
+CREATE INDEX jobs_ready ON jobs(queue, priority, run_at) WHERE state = 2;
 -- Jobs that are not yet due, in due order (state 1 = SCHEDULED).
 CREATE INDEX jobs_due ON jobs(run_at) WHERE state = 1;
 -- Retention.
@@ -224,14 +227,21 @@ class Op {
   virtual absl::Status Apply(Connection& db) = 0;
   // `commit` is the group transaction's outcome.
   virtual void Complete(const absl::Status& commit) = 0;
+  // True when Apply may change rows and then fail, so it needs a savepoint
+  // to undo itself. An op that changes rows with a single statement does
+  // not: SQLite undoes a failed statement on its own.
+  virtual bool multi_statement() const = 0;
 };
 
 template <typename T>
 class TypedOp final : public Op {
  public:
   using Fn = absl::AnyInvocable<absl::StatusOr<T>(Connection&)>;
-  TypedOp(Fn fn, ResultCallback<T> done)
-      : fn_(std::move(fn)), done_(std::move(done)) {}
+  TypedOp(Fn fn, ResultCallback<T> done, bool multi_statement)
+      : fn_(std::move(fn)),
+        done_(std::move(done)),
+        multi_statement_(multi_statement) {}
+  bool multi_statement() const override { return multi_statement_; }
 
   absl::Status Apply(Connection& db) override {
     applied_ = true;
@@ -250,6 +260,7 @@ class TypedOp final : public Op {
   ResultCallback<T> done_;
   bool applied_ = false;
   absl::StatusOr<T> result_ = absl::UnknownError("not applied");
+  const bool multi_statement_;
 };
 
 class SqliteStore final : public Store {
@@ -259,7 +270,8 @@ class SqliteStore final : public Store {
       : options_(std::move(options)),
         writer_(std::move(writer)),
         lock_fd_(lock_fd) {
-    thread_ = std::thread([this] { WriterLoop(); });
+    writer_thread_ = std::thread([this] { WriterLoop(); });
+    completion_thread_ = std::thread([this] { CompletionLoop(); });
   }
 
   ~SqliteStore() override {
@@ -267,7 +279,8 @@ class SqliteStore final : public Store {
       absl::MutexLock lock(&mu_);
       stopping_ = true;
     }
-    thread_.join();
+    writer_thread_.join();
+    completion_thread_.join();
     // Readers close before the writer, so the last connection to close (the
     // one that checkpoints on close) is the writer.
     {
@@ -280,6 +293,7 @@ class SqliteStore final : public Store {
 
   void CreateJobs(std::vector<JobRecord> jobs,
                   ResultCallback<std::vector<CreateResult>> done) override {
+    const bool multi_statement = jobs.size() > 1;
     Enqueue<std::vector<CreateResult>>(
         [jobs = std::move(jobs)](
             Connection& db) -> absl::StatusOr<std::vector<CreateResult>> {
@@ -291,7 +305,7 @@ class SqliteStore final : public Store {
           }
           return results;
         },
-        std::move(done));
+        std::move(done), multi_statement);
   }
 
   void LeaseJob(int64_t id, LeaseGrant grant,
@@ -774,37 +788,80 @@ class SqliteStore final : public Store {
   }
 
   template <typename T>
-  void Enqueue(typename TypedOp<T>::Fn fn, ResultCallback<T> done) {
-    auto op = std::make_unique<TypedOp<T>>(std::move(fn), std::move(done));
+  void Enqueue(typename TypedOp<T>::Fn fn, ResultCallback<T> done,
+               bool multi_statement = false) {
+    auto op = std::make_unique<TypedOp<T>>(std::move(fn), std::move(done),
+                                           multi_statement);
     absl::MutexLock lock(&mu_);
     pending_.push_back(std::move(op));
   }
 
-  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !pending_.empty() || stopping_;
+  // The writer stops only when nothing is pending and no completion can
+  // queue more: completions may write (a lease after a submit, say).
+  bool WriterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !pending_.empty() ||
+           (stopping_ && committed_.empty() && !completing_);
+  }
+  bool CompleterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !committed_.empty() || writer_done_;
   }
 
+  // Commits, and hands the batch to the completion thread: the next
+  // transaction starts while the last one's callbacks (memory updates,
+  // gRPC sends) run, so callbacks never hold up a commit.
   void WriterLoop() {
-    std::vector<std::unique_ptr<Op>> batch;
     while (true) {
+      Batch batch;
       {
-        absl::MutexLock lock(&mu_,
-                             absl::Condition(this, &SqliteStore::HasWork));
-        if (pending_.empty()) return;  // stopping, and nothing left to do
-        batch.swap(pending_);
+        absl::MutexLock lock(
+            &mu_, absl::Condition(this, &SqliteStore::WriterHasWork));
+        if (pending_.empty()) {
+          writer_done_ = true;  // stopping, and nothing can come
+          return;
+        }
+        batch.ops.swap(pending_);
       }
-      absl::Status commit = CommitBatch(batch);
-      for (std::unique_ptr<Op>& op : batch) op->Complete(commit);
-      batch.clear();
+      batch.commit = CommitBatch(batch.ops);
+      absl::MutexLock lock(&mu_);
+      committed_.push_back(std::move(batch));
     }
   }
 
-  // Applies every op in one transaction; each op runs inside a savepoint so
-  // that one op's failure undoes only its own changes.
+  // Runs callbacks one batch after another, in commit order.
+  void CompletionLoop() {
+    while (true) {
+      Batch batch;
+      {
+        absl::MutexLock lock(
+            &mu_, absl::Condition(this, &SqliteStore::CompleterHasWork));
+        if (committed_.empty()) return;  // the writer is done
+        batch = std::move(committed_.front());
+        committed_.pop_front();
+        completing_ = true;
+      }
+      for (std::unique_ptr<Op>& op : batch.ops) op->Complete(batch.commit);
+      batch.ops.clear();
+      absl::MutexLock lock(&mu_);
+      completing_ = false;
+    }
+  }
+
+  // Applies every op in one transaction; an op that could fail half-way
+  // runs inside a savepoint, so that one op's failure undoes only its own
+  // changes.
   absl::Status CommitBatch(std::vector<std::unique_ptr<Op>>& batch) {
     Connection& db = *writer_;
     FERRY_RETURN_IF_ERROR(RunCached(db, "BEGIN IMMEDIATE"));
     for (std::unique_ptr<Op>& op : batch) {
+      if (!op->multi_statement()) {
+        // Its error goes to its callback. Some errors (I/O, disk full) make
+        // SQLite roll back the whole transaction: then the batch fails.
+        if (!op->Apply(db).ok() && !db.InTransaction()) {
+          return absl::UnavailableError(
+              "the transaction was rolled back after a storage error");
+        }
+        continue;
+      }
       absl::Status status = RunCached(db, "SAVEPOINT op");
       if (status.ok()) {
         if (op->Apply(db).ok()) {
@@ -871,15 +928,24 @@ class SqliteStore final : public Store {
   const int lock_fd_;
   std::atomic<int64_t> commits_{0};
 
+  struct Batch {
+    std::vector<std::unique_ptr<Op>> ops;
+    absl::Status commit;
+  };
+
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Op>> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<Batch> committed_ ABSL_GUARDED_BY(mu_);
+  bool completing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
 
   absl::Mutex readers_mu_;
   std::vector<std::unique_ptr<Connection>> readers_
       ABSL_GUARDED_BY(readers_mu_);
 
-  std::thread thread_;
+  std::thread writer_thread_;
+  std::thread completion_thread_;
 };
 
 // Takes an exclusive, non-blocking lock on `<path>.lock`; the kernel drops it

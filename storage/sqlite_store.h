@@ -34,8 +34,9 @@ struct SqliteOptions {
 //   FAILED_PRECONDITION  the schema is newer than this binary understands
 //
 // The store starts one writer thread that owns the only write connection and
-// commits pending writes in groups; destroying the store completes every
-// queued write first.
+// commits pending writes in groups, and one thread that runs their
+// callbacks; destroying the store completes every queued write first
+// (including writes queued by callbacks).
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
     const SqliteOptions& options);
 

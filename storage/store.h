@@ -141,8 +141,10 @@ using ResultCallback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
 //
 // Writes are asynchronous: each one is queued and its callback runs once the
 // change is committed (or has failed), so an OK in a callback means durable.
-// Callbacks run on the store's writer thread in the order the writes were
-// queued, one after another; they must not block, and may queue more writes.
+// Callbacks run on the store's completion thread in the order the writes
+// were queued, one after another; they must not block, and may queue more
+// writes. A callback may see (through a read) commits made after its own:
+// the next transaction starts while callbacks run.
 // Implementations group pending writes into one transaction (group commit).
 // Writes that find the job in the wrong state fail with FAILED_PRECONDITION
 // and change nothing; unknown ids give NOT_FOUND. A storage failure gives

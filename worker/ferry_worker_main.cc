@@ -19,6 +19,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -76,6 +77,9 @@ int Run(int argc, char** argv) {
       "attempts last) with the end of stderr as the error. A stderr line\n"
       "'FERRY-PROGRESS <percent> <message>' reports progress.");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  // Debian builds Abseil with lock-order (deadlock) detection on; it costs
+  // a graph update on every lock. Tests keep it; production does not.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   std::vector<std::string> command(rest.begin() + 1, rest.end());
 
   auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));

@@ -97,10 +97,18 @@ class Worker::Connection {
     absl::MutexLock lock(&write_mu);
     return WriteLocked(msg);
   }
-  bool WriteLocked(const v1::WorkerMessage& msg)
+  // Writes both in one trip to the socket (the first is buffered).
+  bool WritePair(const v1::WorkerMessage& first,
+                 const v1::WorkerMessage& second) {
+    absl::MutexLock lock(&write_mu);
+    return WriteLocked(first, grpc::WriteOptions().set_buffer_hint()) &&
+           WriteLocked(second);
+  }
+  bool WriteLocked(const v1::WorkerMessage& msg,
+                   grpc::WriteOptions options = grpc::WriteOptions())
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) {
     if (closed) return false;
-    if (!stream->Write(msg)) closed = true;
+    if (!stream->Write(msg, options)) closed = true;
     return !closed;
   }
   // Half-closes: the broker ends the stream once it has read everything.
@@ -512,10 +520,13 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
     credit = !stopping_ && !draining_;
   }
   if (connection == nullptr) return;  // sent (and credited) on reconnect
-  if (send_result) connection->Write(result_msg);
-  if (credit) {
-    v1::WorkerMessage credit_msg;
-    credit_msg.mutable_credit()->set_credits(1);
+  v1::WorkerMessage credit_msg;
+  credit_msg.mutable_credit()->set_credits(1);
+  if (send_result && credit) {
+    connection->WritePair(result_msg, credit_msg);
+  } else if (send_result) {
+    connection->Write(result_msg);
+  } else if (credit) {
     connection->Write(credit_msg);
   }
 }
