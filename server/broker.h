@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,7 +28,14 @@
 namespace ferry {
 
 struct BrokerOptions {
+  // Defaults and limits for every queue...
   JobPolicy policy;
+  // ...unless the queue has its own defaults (ferryd --queue_config).
+  std::map<std::string, JobPolicy> queue_policies;
+  const JobPolicy& PolicyFor(const std::string& queue) const {
+    auto it = queue_policies.find(queue);
+    return it == queue_policies.end() ? policy : it->second;
+  }
   // Terminal jobs are deleted this long after they finish.
   absl::Duration retention = absl::Hours(24 * 7);
   // Rows deleted per retention or purge transaction: small, so the writer

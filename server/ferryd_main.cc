@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -16,6 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/clock.h"
 #include "base/log_format.h"
+#include "server/queue_config.h"
 #include "server/server.h"
 #include "spdlog/cfg/env.h"
 #include "storage/sqlite_store.h"
@@ -48,6 +51,9 @@ ABSL_FLAG(absl::Duration, max_backoff, absl::Hours(1),
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGTERM, how long workers get to report running jobs before "
           "ferryd exits.");
+ABSL_FLAG(std::string, queue_config, "",
+          "File of per-queue job defaults, one 'QUEUE key=value...' per line "
+          "(keys: lease_ttl, max_attempts, initial_backoff, max_backoff).");
 ABSL_FLAG(bool, integrity_check, true,
           "Check the database (PRAGMA quick_check) at start and refuse a "
           "damaged one.");
@@ -114,6 +120,22 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
+  }
+  const std::string queue_config = absl::GetFlag(FLAGS_queue_config);
+  if (!queue_config.empty()) {
+    std::ifstream in(queue_config);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read --queue_config file ", queue_config));
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    absl::StatusOr<std::map<std::string, JobPolicy>> policies =
+        ParseQueueConfig(text, policy);
+    if (!policies.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(queue_config, ": ", policies.status().message()));
+    }
+    options.broker.queue_policies = *std::move(policies);
   }
   return absl::OkStatus();
 }

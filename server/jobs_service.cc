@@ -229,8 +229,9 @@ absl::StatusOr<ListFilter> FilterFromRequest(const v1::ListRequest& request) {
 grpc::ServerUnaryReactor* JobsService::Submit(grpc::CallbackServerContext* ctx,
                                               const v1::SubmitRequest* request,
                                               v1::SubmitResponse* response) {
-  absl::StatusOr<JobRecord> job =
-      JobFromSpec(request->job(), broker_->options().policy, broker_->Now());
+  absl::StatusOr<JobRecord> job = JobFromSpec(
+      request->job(), broker_->options().PolicyFor(request->job().queue()),
+      broker_->Now());
   if (!job.ok()) return Finish(ctx, job.status());
   std::vector<JobRecord> jobs;
   jobs.push_back(*std::move(job));
@@ -258,8 +259,9 @@ grpc::ServerUnaryReactor* JobsService::SubmitBatch(
   std::vector<JobRecord> jobs;
   jobs.reserve(request->jobs_size());
   for (int i = 0; i < request->jobs_size(); ++i) {
-    absl::StatusOr<JobRecord> job =
-        JobFromSpec(request->jobs(i), broker_->options().policy, now);
+    absl::StatusOr<JobRecord> job = JobFromSpec(
+        request->jobs(i),
+        broker_->options().PolicyFor(request->jobs(i).queue()), now);
     if (!job.ok()) {
       return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
                              "jobs[", i, "]: ", job.status().message())));

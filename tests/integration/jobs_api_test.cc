@@ -26,6 +26,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
+#include "proto/time_util.h"
 #include "tests/server_fixture.h"
 #include "tests/status_matchers.h"
 #include "tests/test_worker.h"
@@ -880,6 +881,41 @@ TEST_F(JobsApiTest, UnaryCompleteWithoutAnOutcomeIsInvalidArgument) {
   ExpectUnchanged(before);
   // The lease is intact: a proper result still succeeds.
   EXPECT_THAT(Complete(lease.lease_token(), "ok"), IsOk());
+}
+
+}  // namespace
+}  // namespace ferry::testing
+
+namespace ferry::testing {
+namespace {
+
+class QueueDefaultsTest : public JobsApiTest {
+ protected:
+  QueueDefaultsTest() {
+    JobPolicy slow = options_.broker.policy;
+    slow.lease_ttl = absl::Minutes(5);
+    slow.max_attempts = 9;
+    options_.broker.queue_policies["slow"] = slow;
+  }
+};
+
+TEST_F(QueueDefaultsTest, JobsInAQueueWithItsOwnDefaultsGetThem) {
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job slow, Submit("slow", "k", "p"));
+  EXPECT_EQ(FromProto(slow.lease_ttl()), absl::Minutes(5));
+  EXPECT_EQ(slow.retry().max_attempts(), 9u);
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job other, Submit("other", "k", "p"));
+  EXPECT_EQ(FromProto(other.lease_ttl()), options_.broker.policy.lease_ttl);
+  EXPECT_EQ(other.retry().max_attempts(),
+            static_cast<uint32_t>(options_.broker.policy.max_attempts));
+}
+
+TEST_F(QueueDefaultsTest, AJobsOwnSettingsWinOverItsQueueDefaults) {
+  v1::JobSpec spec = Spec("slow", "k", "p");
+  *spec.mutable_lease_ttl() = DurationProto(absl::Seconds(7));
+  spec.mutable_retry()->set_max_attempts(2);
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::SubmitResponse submitted, Submit(spec));
+  EXPECT_EQ(FromProto(submitted.job().lease_ttl()), absl::Seconds(7));
+  EXPECT_EQ(submitted.job().retry().max_attempts(), 2u);
 }
 
 }  // namespace
