@@ -10,6 +10,8 @@
 //   drain    a queue pre-filled with N jobs (SubmitBatch), then workers.
 //   latency  open loop at --rate jobs/s; percentiles of submit-ack -> worker
 //            receives and of submit-sent -> worker receives.
+//   backlog  --backlog jobs queued first, then workers take --jobs of them:
+//            the dispatch rate with that backlog behind.
 //   streams  --idle_streams idle worker streams, then the latency of single
 //            jobs while they are connected, and ferryd's threads and RSS
 //            (--ferryd_pid).
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -60,6 +63,11 @@ ABSL_FLAG(int, payload_bytes, 100, "Payload size.");
 ABSL_FLAG(std::string, queue, "", "Queue (default: a fresh one per run).");
 ABSL_FLAG(int, idle_streams, 1000, "streams: idle worker streams to open.");
 ABSL_FLAG(int, ferryd_pid, 0, "streams: ferryd's pid, to read threads/RSS.");
+ABSL_FLAG(int64_t, backlog, 100000,
+          "backlog: jobs queued before the workers start (--jobs of them "
+          "are then taken and timed).");
+ABSL_FLAG(bool, fill, true,
+          "backlog: queue the backlog first; false reuses --queue as it is.");
 ABSL_FLAG(bool, json, false, "Print one JSON object per result.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Give up after this.");
 
@@ -94,13 +102,13 @@ struct Result {
 
 void Print(const Result& r, bool json) {
   if (json) {
-    std::string out = absl::StrCat(
-        "{\"mode\":\"", r.mode, "\",\"jobs\":", r.jobs,
-        ",\"seconds\":", absl::StrFormat("%.3f", r.seconds),
-        ",\"jobs_per_s\":", absl::StrFormat("%.0f", r.jobs_per_s),
-        ",\"producers\":", absl::GetFlag(FLAGS_producers),
-        ",\"workers\":", absl::GetFlag(FLAGS_workers),
-        ",\"batch\":", absl::GetFlag(FLAGS_batch));
+    std::string out =
+        absl::StrCat("{\"mode\":\"", r.mode, "\",\"jobs\":", r.jobs,
+                     ",\"seconds\":", absl::StrFormat("%.3f", r.seconds),
+                     ",\"jobs_per_s\":", absl::StrFormat("%.0f", r.jobs_per_s),
+                     ",\"producers\":", absl::GetFlag(FLAGS_producers),
+                     ",\"workers\":", absl::GetFlag(FLAGS_workers),
+                     ",\"batch\":", absl::GetFlag(FLAGS_batch));
     for (const auto& [name, value] : r.extra) {
       absl::StrAppend(&out, ",\"", name, "\":", value);
     }
@@ -125,6 +133,11 @@ class Ledger {
     int64_t& first = received_[id];
     if (first != 0) ++duplicates_;
     first = now;
+    if (first_receive_us_ == 0) first_receive_us_ = now;
+  }
+  int64_t first_receive_us() {
+    absl::MutexLock lock(&mu_);
+    return first_receive_us_;
   }
   void Acked() {
     absl::MutexLock lock(&mu_);
@@ -134,7 +147,8 @@ class Ledger {
   // Waits until `n` results are acknowledged or the deadline passes.
   bool WaitAcked(int64_t n, absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
-    auto done = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return acked_ >= n; };
+    auto done = [this, n]()
+                    ABSL_NO_THREAD_SAFETY_ANALYSIS { return acked_ >= n; };
     return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
   }
   int64_t last_ack_us() {
@@ -146,10 +160,29 @@ class Ledger {
     auto it = received_.find(id);
     return it == received_.end() ? 0 : it->second;
   }
+  // Empty when no job was received twice and every job received is one of
+  // `ids` (not all of them need to be).
+  std::string CheckSubset(const std::vector<std::string>& ids) {
+    absl::flat_hash_set<std::string> submitted(ids.begin(), ids.end());
+    absl::MutexLock lock(&mu_);
+    if (duplicates_ > 0)
+      return absl::StrCat(duplicates_, " jobs received twice");
+    for (const auto& [id, at] : received_) {
+      if (!submitted.contains(id))
+        return absl::StrCat("unknown job ", id, " received");
+    }
+    return "";
+  }
+  int64_t received() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int64_t>(received_.size());
+  }
+
   // Empty when every id in `ids` was received exactly once and nothing else.
   std::string Check(const std::vector<std::string>& ids) {
     absl::MutexLock lock(&mu_);
-    if (duplicates_ > 0) return absl::StrCat(duplicates_, " jobs received twice");
+    if (duplicates_ > 0)
+      return absl::StrCat(duplicates_, " jobs received twice");
     int64_t missing = 0;
     for (const std::string& id : ids) missing += received_.count(id) == 0;
     if (missing > 0) return absl::StrCat(missing, " jobs never received");
@@ -166,6 +199,7 @@ class Ledger {
   int64_t duplicates_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_ack_us_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t first_receive_us_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // W Worker SDK instances with no-op handlers.
@@ -180,7 +214,9 @@ class WorkerPool {
       options.concurrency = slots;
       options.worker_id = absl::StrCat("bench-", getpid(), "-", i);
       options.channel = NewChannel(broker, 1000 + i);
-      options.on_result_ack = [ledger](const v1::ResultAck&) { ledger->Acked(); };
+      options.on_result_ack = [ledger](const v1::ResultAck&) {
+        ledger->Acked();
+      };
       auto worker = std::make_unique<Worker>(options);
       worker->HandleDefault([ledger](JobContext& ctx) {
         ledger->Received(ctx.id());
@@ -230,7 +266,8 @@ std::vector<std::string> Produce(const std::string& broker,
         if (start >= jobs) break;
         const int64_t count = std::min<int64_t>(batch, jobs - start);
         grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        ctx.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(60));
         grpc::Status status;
         if (batch == 1) {
           v1::SubmitRequest request;
@@ -240,11 +277,13 @@ std::vector<std::string> Produce(const std::string& broker,
           if (status.ok()) ids[p].push_back(response.job().id());
         } else {
           v1::SubmitBatchRequest request;
-          for (int64_t i = 0; i < count; ++i) *request.add_jobs() = Spec(queue, payload);
+          for (int64_t i = 0; i < count; ++i)
+            *request.add_jobs() = Spec(queue, payload);
           v1::SubmitBatchResponse response;
           status = stub->SubmitBatch(&ctx, request, &response);
           if (status.ok()) {
-            for (const auto& r : response.results()) ids[p].push_back(r.job().id());
+            for (const auto& r : response.results())
+              ids[p].push_back(r.job().id());
           }
         }
         if (!status.ok()) {
@@ -264,7 +303,8 @@ std::vector<std::string> Produce(const std::string& broker,
 
 std::string FreshQueue() {
   std::string queue = absl::GetFlag(FLAGS_queue);
-  if (queue.empty()) queue = absl::StrCat("bench-", getpid(), "-", NowUs() % 1000000);
+  if (queue.empty())
+    queue = absl::StrCat("bench-", getpid(), "-", NowUs() % 1000000);
   return queue;
 }
 
@@ -286,7 +326,8 @@ std::pair<int64_t, int64_t> ThreadsAndRssKb(int pid) {
   std::string line;
   int64_t threads = -1, rss = -1;
   while (std::getline(in, line)) {
-    std::vector<std::string> parts = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    std::vector<std::string> parts =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (parts.size() < 2) continue;
     if (parts[0] == "Threads:") (void)absl::SimpleAtoi(parts[1], &threads);
     if (parts[0] == "VmRSS:") (void)absl::SimpleAtoi(parts[1], &rss);
@@ -297,7 +338,7 @@ std::pair<int64_t, int64_t> ThreadsAndRssKb(int pid) {
 // Open loop at `rate` for `jobs` jobs from one producer; latencies in us.
 int RunLatency(const std::string& broker, const std::string& queue,
                int64_t jobs, double rate, Ledger& ledger, Result* result) {
-    auto stub = v1::Jobs::NewStub(NewChannel(broker, 0));
+  auto stub = v1::Jobs::NewStub(NewChannel(broker, 0));
   std::string payload(absl::GetFlag(FLAGS_payload_bytes), 'x');
   // Open loop: each job is sent at its time in the schedule whether or not
   // earlier ones were acknowledged (async calls), so a slow ack shows up as
@@ -318,13 +359,14 @@ int RunLatency(const std::string& broker, const std::string& queue,
   for (int64_t i = 0; i < jobs; ++i) {
     const int64_t due = start + i * interval_us;
     while (NowUs() < due) {
-      std::this_thread::sleep_for(std::chrono::microseconds(
-          std::min<int64_t>(due - NowUs(), 100)));
+      std::this_thread::sleep_for(
+          std::chrono::microseconds(std::min<int64_t>(due - NowUs(), 100)));
     }
     auto& call = calls[i];
     call = std::make_unique<Call>();
     *call->request.mutable_job() = Spec(queue, payload);
-    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    call->ctx.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(30));
     call->sent = NowUs();
     Call* raw = call.get();
     stub->async()->Submit(&raw->ctx, &raw->request, &raw->response,
@@ -337,7 +379,8 @@ int RunLatency(const std::string& broker, const std::string& queue,
   }
   {
     absl::MutexLock lock(&mu);
-    auto all = [&done, jobs]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return done == jobs; };
+    auto all = [&done, jobs]()
+                   ABSL_NO_THREAD_SAFETY_ANALYSIS { return done == jobs; };
     if (!mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60))) {
       return Fail("submits were not acknowledged");
     }
@@ -391,18 +434,21 @@ int Run() {
 
   if (mode == "submit") {
     int64_t first = 0;
-    std::vector<std::string> ids = Produce(broker, queue, jobs, producers, batch, &first);
+    std::vector<std::string> ids =
+        Produce(broker, queue, jobs, producers, batch, &first);
     result.jobs = static_cast<int64_t>(ids.size());
     result.seconds = (NowUs() - first) / 1e6;
   } else if (mode == "e2e") {
     if (workers < 1) return Fail("e2e needs --workers >= 1");
     WorkerPool pool(broker, queue, workers, slots, &ledger);
     int64_t first = 0;
-    std::vector<std::string> ids = Produce(broker, queue, jobs, producers, batch, &first);
+    std::vector<std::string> ids =
+        Produce(broker, queue, jobs, producers, batch, &first);
     if (!ledger.WaitAcked(jobs, absl::GetFlag(FLAGS_timeout))) {
       return Fail("timed out waiting for results");
     }
-    if (std::string error = ledger.Check(ids); !error.empty()) return Fail(error);
+    if (std::string error = ledger.Check(ids); !error.empty())
+      return Fail(error);
     result.jobs = jobs;
     result.seconds = (ledger.last_ack_us() - first) / 1e6;
   } else if (mode == "drain") {
@@ -414,25 +460,58 @@ int Run() {
     if (!ledger.WaitAcked(jobs, absl::GetFlag(FLAGS_timeout))) {
       return Fail("timed out waiting for results");
     }
-    if (std::string error = ledger.Check(ids); !error.empty()) return Fail(error);
+    if (std::string error = ledger.Check(ids); !error.empty())
+      return Fail(error);
     result.jobs = jobs;
     result.seconds = (ledger.last_ack_us() - start) / 1e6;
+  } else if (mode == "backlog") {
+    const int64_t backlog = absl::GetFlag(FLAGS_backlog);
+    if (backlog < jobs) return Fail("--backlog must be at least --jobs");
+    std::vector<std::string> ids;
+    if (absl::GetFlag(FLAGS_fill)) {
+      int64_t first = 0;
+      ids = Produce(broker, queue, backlog, producers, std::max(batch, 1000),
+                    &first);
+    } else if (absl::GetFlag(FLAGS_queue).empty()) {
+      return Fail("--fill=false needs the --queue that holds the backlog");
+    }
+    {
+      WorkerPool pool(broker, queue, workers, slots, &ledger);
+      if (!ledger.WaitAcked(jobs, absl::GetFlag(FLAGS_timeout))) {
+        return Fail("timed out waiting for results");
+      }
+      // From the first job received, so connecting is not counted.
+      result.seconds = (ledger.last_ack_us() - ledger.first_receive_us()) / 1e6;
+    }  // workers stop: they withdraw their credits and finish what they have
+    if (!ids.empty()) {
+      if (std::string error = ledger.CheckSubset(ids); !error.empty()) {
+        return Fail(error);
+      }
+    }
+    result.jobs = jobs;
+    result.extra.push_back({"backlog", backlog});
+    result.extra.push_back({"received", ledger.received()});
   } else if (mode == "latency") {
     WorkerPool pool(broker, queue, std::max(workers, 1), slots, &ledger);
     // Let the workers connect and grant credit before the clock starts.
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    if (int rc = RunLatency(broker, queue, jobs, absl::GetFlag(FLAGS_rate), ledger, &result)) {
+    if (int rc = RunLatency(broker, queue, jobs, absl::GetFlag(FLAGS_rate),
+                            ledger, &result)) {
       return rc;
     }
   } else if (mode == "streams") {
     // Idle streams on another queue: they hold credit but never get a job.
     const int idle = absl::GetFlag(FLAGS_idle_streams);
     const int pid = absl::GetFlag(FLAGS_ferryd_pid);
-    std::pair<int64_t, int64_t> before = pid ? ThreadsAndRssKb(pid) : std::make_pair(-1L, -1L);
+    std::pair<int64_t, int64_t> before =
+        pid ? ThreadsAndRssKb(pid) : std::make_pair(-1L, -1L);
     std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-    std::vector<std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::ServerMessage>>> streams;
+    std::vector<std::unique_ptr<
+        grpc::ClientReaderWriter<v1::WorkerMessage, v1::ServerMessage>>>
+        streams;
     std::vector<std::unique_ptr<v1::Workers::Stub>> stubs;
-    for (int i = 0; i < 8; ++i) stubs.push_back(v1::Workers::NewStub(NewChannel(broker, 2000 + i)));
+    for (int i = 0; i < 8; ++i)
+      stubs.push_back(v1::Workers::NewStub(NewChannel(broker, 2000 + i)));
     for (int i = 0; i < idle; ++i) {
       auto ctx = std::make_unique<grpc::ClientContext>();
       auto stream = stubs[i % stubs.size()]->Connect(ctx.get());
@@ -446,10 +525,12 @@ int Run() {
       contexts.push_back(std::move(ctx));
       streams.push_back(std::move(stream));
     }
-    std::pair<int64_t, int64_t> after = pid ? ThreadsAndRssKb(pid) : std::make_pair(-1L, -1L);
+    std::pair<int64_t, int64_t> after =
+        pid ? ThreadsAndRssKb(pid) : std::make_pair(-1L, -1L);
     WorkerPool pool(broker, queue, std::max(workers, 1), slots, &ledger);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    if (int rc = RunLatency(broker, queue, jobs, absl::GetFlag(FLAGS_rate), ledger, &result)) {
+    if (int rc = RunLatency(broker, queue, jobs, absl::GetFlag(FLAGS_rate),
+                            ledger, &result)) {
       return rc;
     }
     result.extra.push_back({"idle_streams", idle});
@@ -473,7 +554,8 @@ int Run() {
 }  // namespace ferry
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Load generator for ferryd; see docs/benchmarks.md.");
+  absl::SetProgramUsageMessage(
+      "Load generator for ferryd; see docs/benchmarks.md.");
   absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil with lock-order (deadlock) detection on; it costs
   // a graph update on every lock. Tests keep it; production does not.

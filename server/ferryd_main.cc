@@ -21,6 +21,7 @@
 #include "server/queue_config.h"
 #include "server/server.h"
 #include "spdlog/cfg/env.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "storage/sqlite_store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -158,6 +159,8 @@ int Run(int argc, char** argv) {
                  "info, warn, error, off\n");
     return kExitUsage;
   }
+  // Logs go to stderr (spdlog's default is stdout): stdout is for output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ferry"));
   spdlog::set_level(level);
   spdlog::cfg::load_env_levels();
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v",

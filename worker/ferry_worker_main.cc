@@ -19,13 +19,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "base/log_format.h"
 #include "proto/names.h"
 #include "spdlog/cfg/env.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
 
@@ -87,6 +88,8 @@ int Run(int argc, char** argv) {
     return Usage(
         "--log_level must be one of trace, debug, info, warn, error, off");
   }
+  // Logs go to stderr (spdlog's default is stdout): stdout is for output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ferry"));
   spdlog::set_level(level);
   spdlog::cfg::load_env_levels();
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v",

@@ -20,6 +20,7 @@
 #include "tests/e2e/subprocess.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
+#include "worker/worker.h"
 
 namespace ferry::testing {
 namespace {
@@ -138,6 +139,99 @@ TEST_F(FerrydTest, KillNineLosesNoAcknowledgedJob) {
   // Jobs committed but not yet acknowledged when the kill came may exist
   // too: at least every acknowledged one does.
   EXPECT_GE(stats.queues(0).queued(), acknowledged.size());
+}
+
+// The same under a full load, as in a benchmark run: producers submit while
+// workers (the worker SDK) run the jobs; after a kill -9 and a restart every
+// acknowledged submit exists and every acknowledged result is SUCCEEDED.
+TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
+                             Ferryd::Start(Db()));
+  absl::Mutex mu;
+  std::vector<std::string> submitted;
+  std::vector<std::string> succeeded;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::thread> worker_threads;
+  for (int w = 0; w < 2; ++w) {
+    WorkerOptions options;
+    options.broker = ferryd->address();
+    options.queues = {"load"};
+    options.concurrency = 8;
+    options.worker_id = absl::StrCat("load-", w);
+    options.reconnect_initial = absl::Milliseconds(10);
+    options.reconnect_max = absl::Milliseconds(100);
+    // The broker is killed: do not wait long for acks that cannot come.
+    options.drain_timeout = absl::Milliseconds(100);
+    options.on_result_ack = [&](const v1::ResultAck& ack) {
+      if (ack.state() != v1::JOB_STATE_SUCCEEDED) return;
+      absl::MutexLock lock(&mu);
+      succeeded.push_back(ack.job_id());
+    };
+    auto worker = std::make_unique<Worker>(options);
+    worker->HandleDefault(
+        [](JobContext&) { return JobOutcome::Success("ok"); });
+    workers.push_back(std::move(worker));
+  }
+  for (auto& worker : workers) {
+    worker_threads.emplace_back([w = worker.get()] { (void)w->Run(); });
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < 4; ++p) {
+    producers.emplace_back([&] {
+      for (int i = 0; i < 5000 && !stop.load(); ++i) {
+        v1::SubmitRequest request;
+        request.mutable_job()->set_queue("load");
+        request.mutable_job()->set_kind("k");
+        v1::SubmitResponse response;
+        if (!ferryd->jobs().Submit(Context().get(), request, &response).ok()) {
+          return;
+        }
+        absl::MutexLock lock(&mu);
+        submitted.push_back(response.job().id());
+      }
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::vector<std::string>* v) { return v->size() >= 200; },
+            &succeeded),
+        absl::Seconds(60));
+  }
+  ferryd->process().Signal(SIGKILL);
+  stop = true;
+  for (std::thread& t : producers) t.join();
+  for (auto& worker : workers) worker->Stop();
+  for (std::thread& t : worker_threads) t.join();
+  std::vector<std::string> submitted_ids, succeeded_ids;
+  {
+    absl::MutexLock lock(&mu);
+    submitted_ids = submitted;
+    succeeded_ids = succeeded;
+  }
+  ASSERT_GE(succeeded_ids.size(), 200u);
+
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> restarted,
+                             Ferryd::Start(Db()));
+  auto get = [&](const std::string& id) {
+    v1::GetRequest request;
+    request.set_job_id(id);
+    v1::GetResponse response;
+    grpc::Status status =
+        restarted->jobs().Get(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << "job " << id << ": " << status.error_message();
+    return response.job();
+  };
+  for (const std::string& id : submitted_ids) {
+    if (HasFailure()) break;
+    get(id);
+  }
+  for (const std::string& id : succeeded_ids) {
+    if (HasFailure()) break;
+    EXPECT_EQ(get(id).state(), v1::JOB_STATE_SUCCEEDED) << "job " << id;
+  }
 }
 
 TEST_F(FerrydTest, SigtermShutsDownCleanlyWithExitZero) {

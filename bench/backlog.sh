@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# bench/backlog.sh: does dispatch stay flat as the backlog grows, and how
+# fast does ferryd serve again with a million jobs queued?
+#
+#   bench/backlog.sh [--big=1000000] [--take=1000] [--rounds=5]
+#
+# Starts its own ferryd (default settings) in a temp dir on 127.0.0.1,
+# measures the dispatch rate of --take jobs with 1k, 100k and --big jobs
+# queued behind them (median of --rounds), then restarts ferryd with the big
+# backlog and times start -> serving (the 'listening' line, then a
+# successful QueueStats), with and without the start-up integrity check.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/../deploy/common.sh"
+
+BIG=1000000 TAKE=1000 ROUNDS=5
+for arg in "$@"; do
+  case $arg in
+    --big=*) BIG=${arg#*=} ;;
+    --take=*) TAKE=${arg#*=} ;;
+    --rounds=*) ROUNDS=${arg#*=} ;;
+    *) log "unknown argument $arg"; exit 2 ;;
+  esac
+done
+BIN=$FERRY_BUILD
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/ferry-backlog.XXXXXX")
+FERRYD_PID=
+cleanup() {
+  [ -n "$FERRYD_PID" ] && kill -TERM "$FERRYD_PID" 2>/dev/null && wait "$FERRYD_PID" 2>/dev/null
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+# start_ferryd [FLAGS...]: starts ferryd on a free port; sets ADDR, FERRYD_PID.
+start_ferryd() {
+  : >"$DIR/ferryd.log"
+  "$BIN/server/ferryd" --listen=127.0.0.1:0 --db="$DIR/db/ferry.db" "$@" 2>"$DIR/ferryd.log" &
+  FERRYD_PID=$!
+  for _ in $(seq 600); do
+    ADDR=$(grep -o 'listening address=[0-9.:]*' "$DIR/ferryd.log" | cut -d= -f2 || true)
+    [ -n "$ADDR" ] && return 0
+    kill -0 "$FERRYD_PID" 2>/dev/null || { cat "$DIR/ferryd.log" >&2; return 1; }
+    sleep 0.01
+  done
+  log "ferryd did not start in 6 s"; return 1
+}
+stop_ferryd() { kill -TERM "$FERRYD_PID"; wait "$FERRYD_PID" || true; FERRYD_PID=; }
+bench() { "$BIN/bench/ferry-bench" --broker="$ADDR" --json "$@"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+start_ferryd
+declare -A RATE
+for backlog in 1000 100000 "$BIG"; do
+  queue="backlog-$backlog"
+  log "queueing $backlog jobs in $queue"
+  bench --mode=submit --batch=1000 --jobs="$backlog" --queue="$queue" >/dev/null
+  rates=()
+  for _ in $(seq "$ROUNDS"); do
+    # Top the queue up so every round sees the same backlog.
+    bench --mode=submit --batch=1000 --jobs="$TAKE" --queue="$queue" >/dev/null
+    line=$(bench --mode=backlog --fill=false --queue="$queue" --backlog="$backlog" --jobs="$TAKE")
+    rates+=("$(sed 's/.*"jobs_per_s":\([0-9]*\).*/\1/' <<<"$line")")
+  done
+  RATE[$backlog]=$(printf '%s\n' "${rates[@]}" | median)
+  log "backlog $backlog: ${rates[*]} jobs/s (median ${RATE[$backlog]})"
+done
+
+stop_ferryd
+restart() {
+  local t0 t1 t2
+  t0=$(date +%s.%N)
+  start_ferryd "$@"
+  t1=$(date +%s.%N)
+  "$BIN/client/ferry" --broker="$ADDR" queues >/dev/null
+  t2=$(date +%s.%N)
+  echo "$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t0" | bc)"
+  stop_ferryd
+}
+read -r listen_check serve_check < <(restart)
+read -r listen_nocheck serve_nocheck < <(restart --integrity_check=false)
+db_mb=$(( $(stat -c %s "$DIR/db/ferry.db") / 1048576 ))
+
+cat <<REPORT
+
+| backlog | dispatch jobs/s (median of $ROUNDS, $TAKE jobs each) | vs 1k |
+|---:|---:|---:|
+| 1,000 | ${RATE[1000]} | 1.00 |
+| 100,000 | ${RATE[100000]} | $(echo "scale=2; ${RATE[100000]} / ${RATE[1000]}" | bc) |
+| $BIG | ${RATE[$BIG]} | $(echo "scale=2; ${RATE[$BIG]} / ${RATE[1000]}" | bc) |
+
+Restart with $BIG jobs queued (database ${db_mb} MiB): listening after ${listen_check} s and answering after ${serve_check} s with the integrity check; ${listen_nocheck} s / ${serve_nocheck} s with --integrity_check=false.
+REPORT
