@@ -32,40 +32,51 @@ cleanup() {
 trap cleanup EXIT
 
 # start_ferryd [FLAGS...]: starts ferryd on a free port; sets ADDR, FERRYD_PID.
+STARTS=0
 start_ferryd() {
-  : >"$DIR/ferryd.log"
-  "$BIN/server/ferryd" --listen=127.0.0.1:0 --db="$DIR/db/ferry.db" "$@" 2>"$DIR/ferryd.log" &
+  STARTS=$((STARTS + 1))
+  local logfile="$DIR/ferryd-$STARTS.log"
+  "$BIN/server/ferryd" --listen=127.0.0.1:0 --db="$DIR/db/ferry.db" "$@" 2>"$logfile" &
   FERRYD_PID=$!
-  for _ in $(seq 600); do
-    ADDR=$(grep -o 'listening address=[0-9.:]*' "$DIR/ferryd.log" | cut -d= -f2 || true)
+  for _ in $(seq 3000); do
+    ADDR=$(grep -ao 'listening address=[0-9.:]*' "$logfile" | cut -d= -f2 || true)
     [ -n "$ADDR" ] && return 0
-    kill -0 "$FERRYD_PID" 2>/dev/null || { cat "$DIR/ferryd.log" >&2; return 1; }
+    kill -0 "$FERRYD_PID" 2>/dev/null || { cat "$logfile" >&2; return 1; }
     sleep 0.01
   done
-  log "ferryd did not start in 6 s"; return 1
+  log "ferryd did not start in 30 s"; return 1
 }
 stop_ferryd() { kill -TERM "$FERRYD_PID"; wait "$FERRYD_PID" || true; FERRYD_PID=; }
 bench() { "$BIN/bench/ferry-bench" --broker="$ADDR" --json "$@"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 start_ferryd
-declare -A RATE
-for backlog in 1000 100000 "$BIG"; do
-  queue="backlog-$backlog"
-  log "queueing $backlog jobs in $queue"
-  bench --mode=submit --batch=1000 --jobs="$backlog" --queue="$queue" >/dev/null
-  rates=()
-  for _ in $(seq "$ROUNDS"); do
+SIZES=(1000 100000 "$BIG")
+declare -A RATE RATES
+for backlog in "${SIZES[@]}"; do
+  log "queueing $backlog jobs in backlog-$backlog"
+  bench --mode=submit --batch=1000 --jobs="$backlog" --queue="backlog-$backlog" >/dev/null
+done
+# Rounds interleave the sizes, so each sees the machine in the same state.
+for round in $(seq "$ROUNDS"); do
+  for backlog in "${SIZES[@]}"; do
+    queue="backlog-$backlog"
     # Top the queue up so every round sees the same backlog.
     bench --mode=submit --batch=1000 --jobs="$TAKE" --queue="$queue" >/dev/null
-    line=$(bench --mode=backlog --fill=false --queue="$queue" --backlog="$backlog" --jobs="$TAKE")
-    rates+=("$(sed 's/.*"jobs_per_s":\([0-9]*\).*/\1/' <<<"$line")")
+    line=$(bench --mode=backlog --fill=false --queue="$queue" \
+      --backlog=$((backlog + TAKE)) --jobs="$TAKE")
+    RATES[$backlog]+="$(sed 's/.*"jobs_per_s":\([0-9]*\).*/\1/' <<<"$line") "
   done
-  RATE[$backlog]=$(printf '%s\n' "${rates[@]}" | median)
-  log "backlog $backlog: ${rates[*]} jobs/s (median ${RATE[$backlog]})"
+  log "round $round done"
+done
+for backlog in "${SIZES[@]}"; do
+  RATE[$backlog]=$(tr ' ' '\n' <<<"${RATES[$backlog]}" | grep . | median)
+  log "backlog $backlog: ${RATES[$backlog]}jobs/s (median ${RATE[$backlog]})"
 done
 
 stop_ferryd
+# restart [FLAGS...]: sets LISTEN and SERVE, seconds from start. Not run in
+# a subshell, so the trap can always stop the ferryd it started.
 restart() {
   local t0 t1 t2
   t0=$(date +%s.%N)
@@ -73,11 +84,14 @@ restart() {
   t1=$(date +%s.%N)
   "$BIN/client/ferry" --broker="$ADDR" queues >/dev/null
   t2=$(date +%s.%N)
-  echo "$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t0" | bc)"
+  LISTEN=$(echo "$t1 - $t0" | bc)
+  SERVE=$(echo "$t2 - $t0" | bc)
   stop_ferryd
 }
-read -r listen_check serve_check < <(restart)
-read -r listen_nocheck serve_nocheck < <(restart --integrity_check=false)
+restart
+listen_check=$LISTEN serve_check=$SERVE
+restart --integrity_check=false
+listen_nocheck=$LISTEN serve_nocheck=$SERVE
 db_mb=$(( $(stat -c %s "$DIR/db/ferry.db") / 1048576 ))
 
 cat <<REPORT

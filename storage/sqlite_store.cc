@@ -1025,11 +1025,13 @@ absl::Status Configure(Connection& db, const SqliteOptions& options) {
   FERRY_RETURN_IF_ERROR(db.Exec(options.sync == SqliteOptions::Sync::kFull
                                     ? "PRAGMA synchronous = FULL"
                                     : "PRAGMA synchronous = NORMAL"));
+    // cache_size: up to 256 MiB of pages, allocated only as the file grows,
+  // so a large backlog is served from memory (mmap stays off, see below).
   // mmap_size = 0: Debian's SQLite 3.40 has a WAL-reset corruption bug that
   // mmap and multiple writers make reachable; we keep both off.
   return db.Exec(
       "PRAGMA mmap_size = 0; PRAGMA busy_timeout = 5000; "
-      "PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768; "
+      "PRAGMA foreign_keys = ON; PRAGMA cache_size = -262144; "
       "PRAGMA temp_store = MEMORY;");
 }
 
