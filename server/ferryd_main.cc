@@ -20,8 +20,6 @@
 #include "base/log_format.h"
 #include "server/queue_config.h"
 #include "server/server.h"
-#include "spdlog/cfg/env.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "storage/sqlite_store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -152,19 +150,11 @@ int Run(int argc, char** argv) {
   // a graph update on every lock. Tests keep it; production does not.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
-  auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
-  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
-    std::fprintf(stderr,
-                 "ferryd: --log_level must be one of trace, debug, "
-                 "info, warn, error, off\n");
+  if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    std::fprintf(stderr, "ferryd: %s\n", std::string(s.message()).c_str());
     return kExitUsage;
   }
-  // Logs go to stderr (spdlog's default is stdout): stdout is for output.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("ferry"));
-  spdlog::set_level(level);
-  spdlog::cfg::load_env_levels();
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v",
-                      spdlog::pattern_time_type::utc);
 
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

@@ -25,8 +25,6 @@
 #include "absl/synchronization/mutex.h"
 #include "base/log_format.h"
 #include "proto/names.h"
-#include "spdlog/cfg/env.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
 
@@ -83,17 +81,10 @@ int Run(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   std::vector<std::string> command(rest.begin() + 1, rest.end());
 
-  auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
-  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
-    return Usage(
-        "--log_level must be one of trace, debug, info, warn, error, off");
+  if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
+      !s.ok()) {
+    return Usage(std::string(s.message()));
   }
-  // Logs go to stderr (spdlog's default is stdout): stdout is for output.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("ferry"));
-  spdlog::set_level(level);
-  spdlog::cfg::load_env_levels();
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %l %v",
-                      spdlog::pattern_time_type::utc);
 
   WorkerOptions options;
   options.broker = absl::GetFlag(FLAGS_broker);

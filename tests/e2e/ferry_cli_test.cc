@@ -112,21 +112,13 @@ class FerryCliTest : public ::testing::Test {
     // Only what a test passes on purpose may point ferry at a broker.
     unsetenv("FERRY_BROKER");
     dir_ = new ScopedTempDir();
-    absl::StatusOr<std::unique_ptr<Subprocess>> process =
-        Subprocess::Start({FERRYD_PATH, "--listen=127.0.0.1:0",
-                           "--db=" + dir_->path() + "/ferry.db"});
+    absl::StatusOr<std::unique_ptr<Subprocess>> process = StartFerryd(
+        FERRYD_PATH, {"--db=" + dir_->path() + "/ferry.db"}, address_);
     if (!process.ok()) {
       *startup_error_ = process.status().ToString();
       return;
     }
     ferryd_ = process->release();
-    absl::StatusOr<std::string> line =
-        ferryd_->WaitForLine("listening address=", kStartTimeout);
-    if (!line.ok()) {
-      *startup_error_ = line.status().ToString();
-      return;
-    }
-    *address_ = line->substr(line->find("address=") + 8);
   }
 
   static void TearDownTestSuite() {

@@ -123,18 +123,13 @@ class Ferryd {
  public:
   static absl::StatusOr<std::unique_ptr<Ferryd>> Start(
       const std::string& db, const std::vector<std::string>& extra) {
-    std::vector<std::string> argv = {FERRYD_PATH, "--listen=127.0.0.1:0",
-                                     "--db=" + db};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    absl::StatusOr<std::unique_ptr<Subprocess>> process =
-        Subprocess::Start(argv);
-    if (!process.ok()) return process.status();
+    std::vector<std::string> flags = {"--db=" + db};
+    flags.insert(flags.end(), extra.begin(), extra.end());
     auto ferryd = std::unique_ptr<Ferryd>(new Ferryd());
+    absl::StatusOr<std::unique_ptr<Subprocess>> process =
+        StartFerryd(FERRYD_PATH, flags, &ferryd->address_);
+    if (!process.ok()) return process.status();
     ferryd->process_ = *std::move(process);
-    absl::StatusOr<std::string> line =
-        ferryd->process_->WaitForLine("listening address=", kStartTimeout);
-    if (!line.ok()) return line.status();
-    ferryd->address_ = line->substr(line->find("address=") + 8);
     ferryd->jobs_ = v1::Jobs::NewStub(grpc::CreateChannel(
         ferryd->address_, grpc::InsecureChannelCredentials()));
     return ferryd;

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -174,6 +175,25 @@ std::string Subprocess::Output() {
 std::string Subprocess::Stdout() {
   absl::MutexLock lock(&mu_);
   return stdout_;
+}
+
+absl::StatusOr<std::unique_ptr<Subprocess>> StartFerryd(
+    const std::string& ferryd_path, std::vector<std::string> flags,
+    std::string* address) {
+  std::vector<std::string> argv = {ferryd_path};
+  const bool has_listen =
+      std::any_of(flags.begin(), flags.end(), [](const std::string& flag) {
+        return absl::StartsWith(flag, "--listen=");
+      });
+  if (!has_listen) argv.push_back("--listen=127.0.0.1:0");
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  absl::StatusOr<std::unique_ptr<Subprocess>> ferryd = Subprocess::Start(argv);
+  if (!ferryd.ok()) return ferryd.status();
+  absl::StatusOr<std::string> line =
+      (*ferryd)->WaitForLine("listening address=", absl::Seconds(30));
+  if (!line.ok()) return line.status();
+  *address = line->substr(line->find("address=") + 8);
+  return ferryd;
 }
 
 absl::StatusOr<int> RunCommand(std::vector<std::string> argv,

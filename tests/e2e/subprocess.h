@@ -65,6 +65,13 @@ class Subprocess {
   std::optional<int> exit_code_ ABSL_GUARDED_BY(mu_);
 };
 
+// Starts the real ferryd at `ferryd_path` with `flags` (give at least
+// --db; --listen=127.0.0.1:0 is added unless a --listen is given) and
+// waits for its "listening address=" line; `address` gets the host:port.
+absl::StatusOr<std::unique_ptr<Subprocess>> StartFerryd(
+    const std::string& ferryd_path, std::vector<std::string> flags,
+    std::string* address);
+
 // Runs a command to completion (bounded by `timeout`); returns its exit
 // code and fills `output` with what it printed.
 absl::StatusOr<int> RunCommand(std::vector<std::string> argv,

@@ -86,24 +86,11 @@ class TempDir {
   std::string path_;
 };
 
-// Starts ferryd on `listen` and waits for its "listening address=" line.
-absl::StatusOr<std::unique_ptr<Subprocess>> StartFerryd(
-    const std::string& db, const std::string& listen, std::string* address) {
-  absl::StatusOr<std::unique_ptr<Subprocess>> ferryd =
-      Subprocess::Start({FERRYD_PATH, "--listen=" + listen, "--db=" + db});
-  if (!ferryd.ok()) return ferryd.status();
-  absl::StatusOr<std::string> line =
-      (*ferryd)->WaitForLine("listening address=", kStartTimeout);
-  if (!line.ok()) return line.status();
-  *address = line->substr(line->find("address=") + 8);
-  return ferryd;
-}
-
 class InteropTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    FERRY_ASSERT_OK_AND_ASSIGN(ferryd_,
-                               StartFerryd(Db(), "127.0.0.1:0", &address_));
+    FERRY_ASSERT_OK_AND_ASSIGN(
+        ferryd_, StartFerryd(FERRYD_PATH, {"--db=" + Db()}, &address_));
     ClientOptions options;
     options.broker = address_;
     client_ = std::make_unique<Client>(options);
@@ -359,7 +346,9 @@ TEST_F(InteropTest, PythonWorkerKeepsItsLeaseAcrossABrokerRestart) {
   ferryd_->Signal(SIGKILL);
   ASSERT_THAT(ferryd_->Wait(kExitTimeout), IsOk());
   std::string address;
-  FERRY_ASSERT_OK_AND_ASSIGN(ferryd_, StartFerryd(Db(), address_, &address));
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      ferryd_, StartFerryd(FERRYD_PATH,
+                           {"--listen=" + address_, "--db=" + Db()}, &address));
   ASSERT_EQ(address, address_);
   // A fresh channel: the old one's connection died with the old process.
   ClientOptions options_after;
