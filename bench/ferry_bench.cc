@@ -1,7 +1,7 @@
 // ferry-bench: load against a running ferryd. See docs/benchmarks.md.
 //
-//   ferry-bench --broker=127.0.0.1:7070 --mode=e2e --producers=8 --workers=8 \
-//               --jobs=100000 [--batch=100] [--json]
+//   ferry-bench --broker=127.0.0.1:7070 --mode=e2e --producers=8
+//               --workers=8 --jobs=100000 [--batch=100] [--json]
 //
 // Modes:
 //   e2e      N jobs submitted while workers run; throughput is N over first
@@ -248,57 +248,105 @@ v1::JobSpec Spec(const std::string& queue, const std::string& payload) {
 
 // Submits `jobs` jobs from P producers in a closed loop; returns the ids.
 // `sent_us`/`acked_us` (optional) record per-job times.
+// One producer connection in a closed loop: one call in flight, the next
+// issued from the previous one's completion (gRPC's callback API, so no
+// thread waits per producer).
+class Producer {
+ public:
+  Producer(const std::string& broker, int index, const std::string& queue,
+           const std::string& payload, int64_t jobs, int batch,
+           std::atomic<int64_t>* next, std::atomic<bool>* failed)
+      : stub_(v1::Jobs::NewStub(NewChannel(broker, index))),
+        queue_(queue),
+        payload_(payload),
+        jobs_(jobs),
+        batch_(batch),
+        next_(next),
+        failed_(failed) {}
+
+  void Start() { Issue(); }
+  void Wait() { done_.WaitForNotification(); }
+  std::vector<std::string>& ids() { return ids_; }
+
+ private:
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::SubmitRequest request;
+    v1::SubmitResponse response;
+    v1::SubmitBatchRequest batch_request;
+    v1::SubmitBatchResponse batch_response;
+  };
+
+  void Issue() {
+    const int64_t start = next_->fetch_add(batch_);
+    if (start >= jobs_ || failed_->load()) {
+      done_.Notify();
+      return;
+    }
+    auto call = std::make_shared<Call>();
+    call->ctx.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(60));
+    auto finish = [this, call](grpc::Status status) {
+      if (!status.ok()) {
+        std::fprintf(stderr, "ferry-bench: submit failed: %s\n",
+                     status.error_message().c_str());
+        failed_->store(true);
+      } else if (batch_ == 1) {
+        ids_.push_back(call->response.job().id());
+      } else {
+        for (const auto& r : call->batch_response.results()) {
+          ids_.push_back(r.job().id());
+        }
+      }
+      Issue();
+    };
+    if (batch_ == 1) {
+      *call->request.mutable_job() = Spec(queue_, payload_);
+      stub_->async()->Submit(&call->ctx, &call->request, &call->response,
+                             std::move(finish));
+    } else {
+      const int64_t count = std::min<int64_t>(batch_, jobs_ - start);
+      for (int64_t i = 0; i < count; ++i) {
+        *call->batch_request.add_jobs() = Spec(queue_, payload_);
+      }
+      stub_->async()->SubmitBatch(&call->ctx, &call->batch_request,
+                                  &call->batch_response, std::move(finish));
+    }
+  }
+
+  std::unique_ptr<v1::Jobs::Stub> stub_;
+  const std::string queue_;
+  const std::string payload_;
+  const int64_t jobs_;
+  const int batch_;
+  std::atomic<int64_t>* const next_;
+  std::atomic<bool>* const failed_;
+  std::vector<std::string> ids_;  // touched only by this producer's calls
+  absl::Notification done_;
+};
+
+// Submits `jobs` jobs from P producers in a closed loop; returns the ids.
 std::vector<std::string> Produce(const std::string& broker,
                                  const std::string& queue, int64_t jobs,
                                  int producers, int batch,
                                  int64_t* first_submit_us) {
-  std::string payload(absl::GetFlag(FLAGS_payload_bytes), 'x');
-  std::vector<std::vector<std::string>> ids(producers);
+  const std::string payload(absl::GetFlag(FLAGS_payload_bytes), 'x');
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};
-  *first_submit_us = NowUs();
-  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<Producer>> all;
   for (int p = 0; p < producers; ++p) {
-    threads.emplace_back([&, p] {
-      auto stub = v1::Jobs::NewStub(NewChannel(broker, p));
-      while (!failed) {
-        const int64_t start = next.fetch_add(batch);
-        if (start >= jobs) break;
-        const int64_t count = std::min<int64_t>(batch, jobs - start);
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(60));
-        grpc::Status status;
-        if (batch == 1) {
-          v1::SubmitRequest request;
-          *request.mutable_job() = Spec(queue, payload);
-          v1::SubmitResponse response;
-          status = stub->Submit(&ctx, request, &response);
-          if (status.ok()) ids[p].push_back(response.job().id());
-        } else {
-          v1::SubmitBatchRequest request;
-          for (int64_t i = 0; i < count; ++i)
-            *request.add_jobs() = Spec(queue, payload);
-          v1::SubmitBatchResponse response;
-          status = stub->SubmitBatch(&ctx, request, &response);
-          if (status.ok()) {
-            for (const auto& r : response.results())
-              ids[p].push_back(r.job().id());
-          }
-        }
-        if (!status.ok()) {
-          std::fprintf(stderr, "ferry-bench: submit failed: %s\n",
-                       status.error_message().c_str());
-          failed = true;
-        }
-      }
-    });
+    all.push_back(std::make_unique<Producer>(broker, p, queue, payload, jobs,
+                                             batch, &next, &failed));
   }
-  for (std::thread& t : threads) t.join();
+  *first_submit_us = NowUs();
+  for (auto& producer : all) producer->Start();
+  for (auto& producer : all) producer->Wait();
   if (failed) std::exit(1);
-  std::vector<std::string> all;
-  for (auto& v : ids) all.insert(all.end(), v.begin(), v.end());
-  return all;
+  std::vector<std::string> ids;
+  for (auto& producer : all) {
+    ids.insert(ids.end(), producer->ids().begin(), producer->ids().end());
+  }
+  return ids;
 }
 
 std::string FreshQueue() {
