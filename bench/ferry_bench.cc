@@ -265,11 +265,33 @@ class Producer {
         failed_(failed) {}
 
   void Start() { Issue(); }
-  void Wait() { done_.WaitForNotification(); }
+  // Returns once every call has been issued, answered and destroyed (a
+  // call is destroyed after its callback returns; the producer, its stub
+  // and channel must outlive that).
+  void Wait() {
+    done_.WaitForNotification();
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](int* live) { return *live == 0; }, &live_calls_));
+  }
   std::vector<std::string>& ids() { return ids_; }
 
  private:
+  // Counts a call as live until its last member is gone.
+  struct LiveCall {
+    explicit LiveCall(Producer* producer) : producer(producer) {
+      absl::MutexLock lock(&producer->mu_);
+      ++producer->live_calls_;
+    }
+    ~LiveCall() {
+      absl::MutexLock lock(&producer->mu_);
+      --producer->live_calls_;
+    }
+    Producer* producer;
+  };
   struct Call {
+    explicit Call(Producer* producer) : live(producer) {}
+    LiveCall live;  // first: destroyed last
     grpc::ClientContext ctx;
     v1::SubmitRequest request;
     v1::SubmitResponse response;
@@ -283,7 +305,7 @@ class Producer {
       done_.Notify();
       return;
     }
-    auto call = std::make_shared<Call>();
+    auto call = std::make_shared<Call>(this);
     call->ctx.set_deadline(std::chrono::system_clock::now() +
                            std::chrono::seconds(60));
     auto finish = [this, call](grpc::Status status) {
@@ -323,6 +345,8 @@ class Producer {
   std::atomic<bool>* const failed_;
   std::vector<std::string> ids_;  // touched only by this producer's calls
   absl::Notification done_;
+  absl::Mutex mu_;
+  int live_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Submits `jobs` jobs from P producers in a closed loop; returns the ids.
