@@ -45,8 +45,8 @@ absl::Status ValidateState(v1::JobState state) {
 
 // The response to Submit: the job without its payload (the client has it).
 void FillSubmit(const CreateResult& created, v1::SubmitResponse* response) {
-  ToProto(created.job, /*with_payload=*/true, response->mutable_job());
-  response->mutable_job()->clear_payload();
+  ToProto(created.job, /*with_payload=*/false, response->mutable_job());
+  response->mutable_job()->set_result(created.job.result);
   response->set_created(created.created);
 }
 
@@ -101,7 +101,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
         response_.mutable_job()->set_result(full->result);
       }
     }
-    StartWrite(&response_);
+    // Updates queued together leave in one socket write, as on streams.
+    StartWrite(&response_, more ? grpc::WriteOptions().set_buffer_hint()
+                                : grpc::WriteOptions());
   }
 
   void OnWriteDone(bool ok) override {

@@ -206,16 +206,24 @@ absl::Status NotFound(int64_t id) {
   return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
 }
 
-// Explains why a conditional update on job `id` matched no row.
-absl::Status WrongState(Connection& db, int64_t id, absl::string_view wanted) {
+// Explains why a conditional update on job `id` matched no row: NOT_FOUND,
+// or FAILED_PRECONDITION "<prefix>job N is STATE, <why>".
+absl::Status WrongState(Connection& db, int64_t id, absl::string_view why,
+                        absl::string_view prefix = "") {
   FERRY_ASSIGN_OR_RETURN(Statement stmt,
                          db.Prepare("SELECT state FROM jobs WHERE id = ?"));
   stmt.Bind(id);
   FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return NotFound(id);
   return absl::FailedPreconditionError(absl::StrCat(
-      "job ", id, " is ", JobStateName(static_cast<JobState>(stmt.Int(0))),
-      ", ", wanted));
+      prefix, "job ", id, " is ",
+      JobStateName(static_cast<JobState>(stmt.Int(0))), ", ", why));
+}
+
+// An update keyed by a lease token matched nothing.
+absl::Status LeaseMismatch(Connection& db, int64_t id) {
+  return WrongState(db, id, "and the lease token is not the current one",
+                    "lease lost: ");
 }
 
 // A queued write: applied inside the group transaction, completed after it
@@ -775,17 +783,6 @@ class SqliteStore final : public Store {
   }
 
   // Explains why an update keyed by a lease token matched nothing.
-  static absl::Status LeaseMismatch(Connection& db, int64_t id) {
-    FERRY_ASSIGN_OR_RETURN(Statement stmt,
-                           db.Prepare("SELECT state FROM jobs WHERE id = ?"));
-    stmt.Bind(id);
-    FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) return NotFound(id);
-    return absl::FailedPreconditionError(
-        absl::StrCat("lease lost: job ", id, " is ",
-                     JobStateName(static_cast<JobState>(stmt.Int(0))),
-                     " and the lease token is not the current one"));
-  }
 
   template <typename T>
   void Enqueue(typename TypedOp<T>::Fn fn, ResultCallback<T> done,
@@ -1025,7 +1022,7 @@ absl::Status Configure(Connection& db, const SqliteOptions& options) {
   FERRY_RETURN_IF_ERROR(db.Exec(options.sync == SqliteOptions::Sync::kFull
                                     ? "PRAGMA synchronous = FULL"
                                     : "PRAGMA synchronous = NORMAL"));
-    // cache_size: up to 256 MiB of pages, allocated only as the file grows,
+  // cache_size: up to 256 MiB of pages, allocated only as the file grows,
   // so a large backlog is served from memory (mmap stays off, see below).
   // mmap_size = 0: Debian's SQLite 3.40 has a WAL-reset corruption bug that
   // mmap and multiple writers make reachable; we keep both off.
