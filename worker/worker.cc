@@ -333,13 +333,11 @@ absl::Status Worker::Session(bool* welcomed) {
         held->set_job_id(job->ctx->id());
         held->set_lease_token(token);
       }
-      for (const auto& [token, result] : unacked_) {
+      for (const auto& [token, unacked] : unacked_) {
         v1::HeldLease* held = hello->add_held_leases();
-        held->set_job_id(unacked_job_[token]);
+        held->set_job_id(unacked.job_id);
         held->set_lease_token(token);
-        v1::WorkerMessage msg;
-        *msg.mutable_result() = result;
-        resend.push_back(std::move(msg));
+        resend.push_back(unacked.result);
       }
       const int free_slots =
           options_.concurrency - static_cast<int>(running_.size());
@@ -392,10 +390,11 @@ absl::Status Worker::Session(bool* welcomed) {
                        it->second->ctx->id(), msg.lease_lost().reason());
           it->second->ctx->Stop(StopReason::kLeaseLost);
         }
-        if (unacked_.erase(token) > 0) {
+        auto refused = unacked_.find(token);
+        if (refused != unacked_.end()) {
           spdlog::warn("result refused by the broker job_id={} reason=\"{}\"",
-                       unacked_job_[token], msg.lease_lost().reason());
-          unacked_job_.erase(token);
+                       refused->second.job_id, msg.lease_lost().reason());
+          unacked_.erase(refused);
         }
         break;
       }
@@ -413,7 +412,6 @@ absl::Status Worker::Session(bool* welcomed) {
         {
           absl::MutexLock lock(&mu_);
           unacked_.erase(msg.result_ack().lease_token());
-          unacked_job_.erase(msg.result_ack().lease_token());
         }
         if (options_.on_result_ack) options_.on_result_ack(msg.result_ack());
         break;
@@ -512,10 +510,7 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
   {
     absl::MutexLock lock(&mu_);
     running_.erase(job->token);
-    if (send_result) {
-      unacked_[job->token] = *result;
-      unacked_job_[job->token] = ctx.id();
-    }
+    if (send_result) unacked_[job->token] = Unacked{ctx.id(), result_msg};
     connection = connection_;
     credit = !stopping_ && !draining_;
   }

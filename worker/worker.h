@@ -108,7 +108,7 @@ struct WorkerOptions {
   absl::Duration reconnect_max = absl::Seconds(10);
   // Use this channel instead of dialing `broker` (tests).
   std::shared_ptr<grpc::Channel> channel;
-    // Time source for timeouts and heartbeats; default the system clock.
+  // Time source for timeouts and heartbeats; default the system clock.
   const Clock* clock = nullptr;
   // Called when the broker acknowledges a result (the result is durable),
   // on the stream's reader thread; must not block. For benchmarks/tests.
@@ -188,8 +188,11 @@ class Worker {
   // Assigned jobs waiting for a handler thread (normally for an instant).
   std::deque<std::shared_ptr<Running>> ready_ ABSL_GUARDED_BY(mu_);
   // Results sent (or to send) and not yet acknowledged, by lease token.
-  std::map<std::string, v1::Result> unacked_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> unacked_job_ ABSL_GUARDED_BY(mu_);
+  struct Unacked {
+    std::string job_id;
+    v1::WorkerMessage result;  // resent as is after a reconnect
+  };
+  std::map<std::string, Unacked> unacked_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(10);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
