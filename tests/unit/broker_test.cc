@@ -270,9 +270,10 @@ class WriterGate {
   WriterGate& operator=(const WriterGate&) = delete;
   ~WriterGate() { Open(); }
 
-  // Waits until the writer is held at the gate: every write queued before
-  // the gate has completed, and the gate's own transaction (with whatever
-  // was queued along with it) has committed. False if that never happens.
+  // Waits until the store's callbacks are held at the gate: every write
+  // queued before the gate has completed. Writes queued after it still
+  // commit, but their callbacks wait until the gate opens. False if the
+  // gate is never reached.
   bool WaitHeld() {
     return state_->entered.WaitForNotificationWithTimeout(kCallbackTimeout);
   }
@@ -773,7 +774,9 @@ TEST_F(BrokerTest, ResultWithAStaleTokenGetsLeaseLostAndChangesNothing) {
 
   std::vector<v1::LeaseLost> lost = slow.sink->LeaseLosts();
   EXPECT_THAT(lost, SizeIs(2)) << "one at expiry, one for the late result";
-  if (lost.size() == 2) EXPECT_EQ(lost[1].lease_token(), stale);
+  if (lost.size() == 2) {
+    EXPECT_EQ(lost[1].lease_token(), stale);
+  }
   EXPECT_THAT(slow.sink->ResultAcks(), IsEmpty())
       << "an expired lease's result was acknowledged as if it were stored";
   JobRecord job = Job(id);
@@ -1298,14 +1301,18 @@ TEST_F(BrokerTest, WatchStartedBetweenACommitAndItsCallbackSeesItOnce) {
   Worker worker = Connect("w1", 0);
   auto watcher = std::make_shared<RecordingJobSink>();
   {
-    // Holds the writer so that the lease below commits in one transaction
-    // with a second gate, whose callback then holds the lease's callback.
-    WriterGate first(*store_);
-    ASSERT_TRUE(first.WaitHeld());
-    WriterGate second(*store_);
+    // Holds the callbacks: the lease below commits, but its callback (and
+    // the broker's notification) waits behind the gate.
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
     broker_->AddCredit(worker.session, 1);
-    first.Open();
-    ASSERT_TRUE(second.WaitHeld());
+    // The commit happens on the writer thread; wait for it (bounded).
+    const absl::Time deadline = absl::Now() + kCallbackTimeout;
+    while (store_->GetJob(id, false).value_or(JobRecord()).state !=
+               JobState::kRunning &&
+           absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     ASSERT_EQ(store_->GetJob(id, false).value_or(JobRecord()).state,
               JobState::kRunning);
 
