@@ -8,15 +8,10 @@
 //                              Create(*store, MakeJob("q", now)));
 //   EXPECT_THAT(Lease(*store, created.job.id, "t1", "w1", now, kTtl), IsOk());
 
-#include <stdlib.h>
-
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <ostream>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -31,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "storage/sqlite_store.h"
 #include "storage/store.h"
+#include "tests/temp_dir.h"
 
 namespace ferry {
 
@@ -258,36 +254,6 @@ inline absl::StatusOr<std::unique_ptr<Store>> OpenTempSqliteStore(
   options.path = dir + "/ferry.db";
   return OpenSqliteStore(options);
 }
-
-// A fresh, empty directory under ::testing::TempDir(), removed with
-// everything in it when this goes away.
-class ScopedTempDir {
- public:
-  ScopedTempDir() {
-    std::string pattern = ::testing::TempDir();
-    if (pattern.empty() || pattern.back() != '/') pattern += '/';
-    pattern += "ferry_test_XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp(" << pattern
-                    << ") failed: " << std::strerror(errno);
-      return;
-    }
-    path_ = pattern;
-  }
-  ScopedTempDir(const ScopedTempDir&) = delete;
-  ScopedTempDir& operator=(const ScopedTempDir&) = delete;
-  ~ScopedTempDir() {
-    if (path_.empty()) return;
-    std::error_code error;
-    std::filesystem::remove_all(path_, error);
-  }
-
-  // Empty if the directory could not be made (the test has then failed).
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 }  // namespace ferry::testing
 

@@ -118,34 +118,6 @@ bool GroupGone(pid_t pgid) {
   return false;
 }
 
-// A running ferryd and a Jobs client for it.
-class Ferryd {
- public:
-  static absl::StatusOr<std::unique_ptr<Ferryd>> Start(
-      const std::string& db, const std::vector<std::string>& extra) {
-    std::vector<std::string> flags = {"--db=" + db};
-    flags.insert(flags.end(), extra.begin(), extra.end());
-    auto ferryd = std::unique_ptr<Ferryd>(new Ferryd());
-    absl::StatusOr<std::unique_ptr<Subprocess>> process =
-        StartFerryd(FERRYD_PATH, flags, &ferryd->address_);
-    if (!process.ok()) return process.status();
-    ferryd->process_ = *std::move(process);
-    ferryd->jobs_ = v1::Jobs::NewStub(grpc::CreateChannel(
-        ferryd->address_, grpc::InsecureChannelCredentials()));
-    return ferryd;
-  }
-
-  Subprocess& process() { return *process_; }
-  v1::Jobs::Stub& jobs() { return *jobs_; }
-  const std::string& address() const { return address_; }
-
- private:
-  Ferryd() = default;
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
-  std::unique_ptr<v1::Jobs::Stub> jobs_;
-};
-
 class FerryWorkerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -155,7 +127,7 @@ class FerryWorkerTest : public ::testing::Test {
   void SetUp() override {
     // Retries without a backoff, so a re-run needs no waiting.
     absl::StatusOr<std::unique_ptr<Ferryd>> ferryd =
-        Ferryd::Start(Path("ferry.db"), {"--initial_backoff=0s"});
+        Ferryd::Start(FERRYD_PATH, Path("ferry.db"), {"--initial_backoff=0s"});
     ASSERT_TRUE(ferryd.ok()) << ferryd.status();
     ferryd_ = *std::move(ferryd);
   }

@@ -27,33 +27,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A running ferryd and a client for it.
-class Ferryd {
- public:
-  static absl::StatusOr<std::unique_ptr<Ferryd>> Start(
-      const std::string& db, std::vector<std::string> extra = {}) {
-    std::vector<std::string> flags = {"--db=" + db};
-    flags.insert(flags.end(), extra.begin(), extra.end());
-    auto ferryd = std::unique_ptr<Ferryd>(new Ferryd());
-    absl::StatusOr<std::unique_ptr<Subprocess>> process =
-        StartFerryd(FERRYD_PATH, flags, &ferryd->address_);
-    if (!process.ok()) return process.status();
-    ferryd->process_ = *std::move(process);
-    ferryd->jobs_ = v1::Jobs::NewStub(grpc::CreateChannel(
-        ferryd->address_, grpc::InsecureChannelCredentials()));
-    return ferryd;
-  }
-
-  Subprocess& process() { return *process_; }
-  v1::Jobs::Stub& jobs() { return *jobs_; }
-  const std::string& address() const { return address_; }
-
- private:
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
-  std::unique_ptr<v1::Jobs::Stub> jobs_;
-};
-
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() +
@@ -69,7 +42,7 @@ class FerrydTest : public ::testing::Test {
 
 TEST_F(FerrydTest, KillNineLosesNoAcknowledgedJob) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
-                             Ferryd::Start(Db()));
+                             Ferryd::Start(FERRYD_PATH, Db()));
 
   // Producers submit as fast as they can; every OK is recorded. The broker
   // is killed while they run, so some submits are in flight at the kill.
@@ -111,7 +84,7 @@ TEST_F(FerrydTest, KillNineLosesNoAcknowledgedJob) {
   ASSERT_GE(acknowledged.size(), 300u);
 
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> restarted,
-                             Ferryd::Start(Db()));
+                             Ferryd::Start(FERRYD_PATH, Db()));
   for (const std::string& id : acknowledged) {
     v1::GetRequest request;
     request.set_job_id(id);
@@ -140,7 +113,7 @@ TEST_F(FerrydTest, KillNineLosesNoAcknowledgedJob) {
 // acknowledged submit exists and every acknowledged result is SUCCEEDED.
 TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
-                             Ferryd::Start(Db()));
+                             Ferryd::Start(FERRYD_PATH, Db()));
   absl::Mutex mu;
   std::vector<std::string> submitted;
   std::vector<std::string> succeeded;
@@ -208,7 +181,7 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
   ASSERT_GE(succeeded_ids.size(), 200u);
 
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> restarted,
-                             Ferryd::Start(Db()));
+                             Ferryd::Start(FERRYD_PATH, Db()));
   auto get = [&](const std::string& id) {
     v1::GetRequest request;
     request.set_job_id(id);
@@ -230,7 +203,7 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
 
 TEST_F(FerrydTest, SigtermShutsDownCleanlyWithExitZero) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
-                             Ferryd::Start(Db()));
+                             Ferryd::Start(FERRYD_PATH, Db()));
   ferryd->process().Signal(SIGTERM);
   FERRY_ASSERT_OK_AND_ASSIGN(int code,
                              ferryd->process().Wait(absl::Seconds(30)));
@@ -240,7 +213,7 @@ TEST_F(FerrydTest, SigtermShutsDownCleanlyWithExitZero) {
 
 TEST_F(FerrydTest, SecondBrokerOnTheSameDatabaseRefusesToStart) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> first,
-                             Ferryd::Start(Db()));
+                             Ferryd::Start(FERRYD_PATH, Db()));
   std::string all;
   FERRY_ASSERT_OK_AND_ASSIGN(
       int code,

@@ -12,6 +12,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 
 extern char** environ;
 
@@ -193,6 +195,21 @@ absl::StatusOr<std::unique_ptr<Subprocess>> StartFerryd(
       (*ferryd)->WaitForLine("listening address=", absl::Seconds(30));
   if (!line.ok()) return line.status();
   *address = line->substr(line->find("address=") + 8);
+  return ferryd;
+}
+
+absl::StatusOr<std::unique_ptr<Ferryd>> Ferryd::Start(
+    const std::string& ferryd_path, const std::string& db,
+    std::vector<std::string> extra_flags) {
+  std::vector<std::string> flags = {"--db=" + db};
+  flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
+  auto ferryd = std::unique_ptr<Ferryd>(new Ferryd());
+  absl::StatusOr<std::unique_ptr<Subprocess>> process =
+      StartFerryd(ferryd_path, flags, &ferryd->address_);
+  if (!process.ok()) return process.status();
+  ferryd->process_ = *std::move(process);
+  ferryd->jobs_ = v1::Jobs::NewStub(grpc::CreateChannel(
+      ferryd->address_, grpc::InsecureChannelCredentials()));
   return ferryd;
 }
 

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "ferry/v1/jobs.grpc.pb.h"
 
 namespace ferry::testing {
 
@@ -71,6 +72,24 @@ class Subprocess {
 absl::StatusOr<std::unique_ptr<Subprocess>> StartFerryd(
     const std::string& ferryd_path, std::vector<std::string> flags,
     std::string* address);
+
+// A running ferryd (started as StartFerryd does) and a Jobs stub to it.
+class Ferryd {
+ public:
+  static absl::StatusOr<std::unique_ptr<Ferryd>> Start(
+      const std::string& ferryd_path, const std::string& db,
+      std::vector<std::string> extra_flags = {});
+
+  Subprocess& process() { return *process_; }
+  v1::Jobs::Stub& jobs() { return *jobs_; }
+  const std::string& address() const { return address_; }
+
+ private:
+  Ferryd() = default;
+  std::unique_ptr<Subprocess> process_;
+  std::string address_;
+  std::unique_ptr<v1::Jobs::Stub> jobs_;
+};
 
 // Runs a command to completion (bounded by `timeout`); returns its exit
 // code and fills `output` with what it printed.

@@ -14,7 +14,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "ferry/v1/workers.grpc.pb.h"
@@ -23,10 +22,10 @@
 #include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
 #include "proto/time_util.h"
+#include "tests/raw_call.h"
 #include "tests/server_fixture.h"
 #include "tests/status_matchers.h"
 #include "tests/test_worker.h"
@@ -493,31 +492,9 @@ TEST_F(JobsApiTest, HealthCheckReportsServing) {
   // grpc.health.v1 is served by gRPC's default service, which ships no C++
   // stub: call it by name. HealthCheckRequest{service: ""} encodes to no
   // bytes; the response is HealthCheckResponse{status = 1 (SERVING)}.
-  grpc::GenericStub stub(channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
-  grpc::ByteBuffer request;
-  {
-    grpc::Slice empty;
-    request = grpc::ByteBuffer(&empty, 1);
-  }
-  grpc::ByteBuffer response;
-  absl::Notification done;
-  grpc::Status status;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(),
-                 &request, &response, [&](grpc::Status s) {
-                   status = std::move(s);
-                   done.Notify();
-                 });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kRpcTimeout));
-  ASSERT_TRUE(status.ok()) << status.error_code() << " "
-                           << status.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
-  std::string bytes;
-  for (const grpc::Slice& slice : slices) {
-    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  }
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::string bytes,
+      RawCall(channel(), "/grpc.health.v1.Health/Check", /*request=*/""));
   google::protobuf::UnknownFieldSet fields;
   ASSERT_TRUE(fields.ParseFromString(bytes));
   ASSERT_EQ(fields.field_count(), 1);
@@ -548,32 +525,12 @@ TEST_F(JobsApiTest, ServerReflectionListsTheFerryServices) {
   std::string serialized;
   ASSERT_TRUE(request->SerializeToString(&serialized));
 
-  // ServerReflectionInfo is a bidi stream; one request answered by one
-  // response then OK is exactly the shape of a unary call, so call it so.
-  grpc::GenericStub stub(channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
-  grpc::Slice slice(serialized);
-  grpc::ByteBuffer request_buffer(&slice, 1);
-  grpc::ByteBuffer response_buffer;
-  absl::Notification done;
-  grpc::Status status;
-  stub.UnaryCall(
-      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-      grpc::StubOptions(), &request_buffer, &response_buffer,
-      [&](grpc::Status s) {
-        status = std::move(s);
-        done.Notify();
-      });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kRpcTimeout));
-  ASSERT_TRUE(status.ok()) << status.error_code() << " "
-                           << status.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response_buffer.Dump(&slices).ok());
-  std::string bytes;
-  for (const grpc::Slice& s : slices) {
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
+  // ServerReflectionInfo is a bidi stream: one request, one response.
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::string bytes,
+      RawCall(channel(),
+              "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+              serialized));
   std::unique_ptr<google::protobuf::Message> response(
       factory.GetPrototype(response_type)->New());
   ASSERT_TRUE(response->ParseFromString(bytes));

@@ -39,11 +39,12 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "grpcpp/create_channel.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/subprocess.h"
+#include "tests/raw_call.h"
 #include "tests/status_matchers.h"
+#include "tests/temp_dir.h"
 
 namespace ferry::testing {
 namespace {
@@ -63,28 +64,6 @@ constexpr char kExamples[] = FERRY_SOURCE_DIR "/examples/python";
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 constexpr absl::Duration kJobTimeout = absl::Seconds(60);
 constexpr absl::Duration kExitTimeout = absl::Seconds(30);
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir();
-    if (pattern.empty() || pattern.back() != '/') pattern += '/';
-    pattern += "ferry_interop_XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
-      return;
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code error;
-    if (!path_.empty()) std::filesystem::remove_all(path_, error);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 class InteropTest : public ::testing::Test {
  protected:
@@ -164,7 +143,7 @@ class InteropTest : public ::testing::Test {
     return waited->job();
   }
 
-  TempDir dir_;
+  ScopedTempDir dir_;
   std::unique_ptr<Subprocess> ferryd_;
   std::string address_;
   std::unique_ptr<Client> client_;
@@ -404,65 +383,6 @@ TEST_F(InteropTest, GenStubsScriptWritesImportableStubs) {
 }
 
 // ------------------------------------------- reflection and health, raw
-
-// One request message and one response message on `method`, as bytes: what
-// a client without the method's .proto sends. Works for unary methods too
-// (the wire format of a call does not depend on its streaming kind).
-absl::StatusOr<std::string> RawCall(const std::string& address,
-                                    const std::string& method,
-                                    const std::string& request) {
-  grpc::GenericStub stub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  grpc::CompletionQueue cq;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
-      stub.PrepareCall(&ctx, method, &cq);
-  // Each step completes (at the latest) at the call's deadline.
-  auto step = [&cq](intptr_t expected) {
-    void* tag = nullptr;
-    bool ok = false;
-    return cq.Next(&tag, &ok) && tag == reinterpret_cast<void*>(expected) && ok;
-  };
-  grpc::Slice slice(request);
-  grpc::ByteBuffer out(&slice, 1);
-  grpc::ByteBuffer in;
-  call->StartCall(reinterpret_cast<void*>(1));
-  bool ok = step(1);
-  if (ok) {
-    call->Write(out, reinterpret_cast<void*>(2));
-    ok = step(2);
-  }
-  if (ok) {
-    call->WritesDone(reinterpret_cast<void*>(3));
-    ok = step(3);
-  }
-  bool got_response = false;
-  if (ok) {
-    call->Read(&in, reinterpret_cast<void*>(4));
-    got_response = step(4);
-  }
-  grpc::Status status;
-  call->Finish(&status, reinterpret_cast<void*>(5));
-  step(5);
-  cq.Shutdown();
-  void* tag;
-  bool drained_ok;
-  while (cq.Next(&tag, &drained_ok)) {
-  }
-  if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
-  }
-  if (!got_response) return absl::InternalError("OK but no response message");
-  std::vector<grpc::Slice> slices;
-  if (!in.Dump(&slices).ok()) return absl::InternalError("cannot read reply");
-  std::string bytes;
-  for (const grpc::Slice& s : slices) {
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  return bytes;
-}
 
 // The length-delimited fields numbered `number` of a message (wire format).
 std::vector<std::string> Fields(const std::string& message, int number) {
