@@ -121,6 +121,9 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
                             broker_->options().policy.max_payload_bytes));
       broker_->Complete(session, msg.result().lease_token(),
                         std::move(outcome));
+      if (msg.result().credits() > 0) {
+        broker_->AddCredit(session, msg.result().credits(), /*reset=*/false);
+      }
       return absl::OkStatus();
     }
     default:

@@ -127,10 +127,13 @@ class TestWorker {
     SendOrFail(msg, "Heartbeat with progress");
   }
 
-  void Succeed(const std::string& token, const std::string& output) {
+  // `credits` are returned with the result (Result.credits).
+  void Succeed(const std::string& token, const std::string& output,
+               uint32_t credits = 0) {
     v1::WorkerMessage msg;
     msg.mutable_result()->set_lease_token(token);
     msg.mutable_result()->mutable_success()->set_output(output);
+    msg.mutable_result()->set_credits(credits);
     SendOrFail(msg, "Result (success)");
   }
 

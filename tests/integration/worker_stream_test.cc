@@ -300,6 +300,33 @@ TEST_F(WorkerStreamTest, WorkerGetsNoMoreAssignmentsThanItsCredits) {
   EXPECT_EQ(stats.queued(), 2u);
 }
 
+TEST_F(WorkerStreamTest, CreditsReturnedWithAResultBringTheNextJob) {
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(Submit("q", "k", absl::StrCat("job-", i)), IsOk());
+  }
+  auto worker = Connect("w1", "q", 1);
+  std::optional<v1::Assignment> first = worker->ExpectAssignment();
+  ASSERT_TRUE(first.has_value());
+
+  // A result without credits frees no slot.
+  worker->Succeed(first->lease_token(), "", /*credits=*/0);
+  ASSERT_TRUE(worker->ExpectResultAck().has_value());
+  Quiesce(*worker);
+  EXPECT_EQ(worker->Pending(Msg::kAssignment), 0) << worker->DescribeInbox();
+
+  worker->Credit(1);
+  std::optional<v1::Assignment> second = worker->ExpectAssignment();
+  ASSERT_TRUE(second.has_value());
+  // One returned with the result: the last job comes without a Credit.
+  worker->Succeed(second->lease_token(), "", /*credits=*/1);
+  ASSERT_TRUE(worker->ExpectResultAck().has_value());
+  ASSERT_TRUE(worker->ExpectAssignment().has_value());
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo stats, Stats("q"));
+  EXPECT_EQ(stats.queued(), 0u);
+  EXPECT_EQ(stats.running(), 1u);
+  EXPECT_EQ(stats.succeeded(), 2u);
+}
+
 TEST_F(WorkerStreamTest, HigherPriorityJobsAreDeliveredFirst) {
   const std::vector<int> priorities = {0, 10, -5, 10, 3};
   std::vector<std::string> ids;
