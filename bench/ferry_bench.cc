@@ -56,6 +56,9 @@ ABSL_FLAG(std::string, mode, "e2e", "e2e, submit, drain, latency or streams.");
 ABSL_FLAG(int, producers, 8, "Producer connections.");
 ABSL_FLAG(int, workers, 8, "Worker connections (worker SDK).");
 ABSL_FLAG(int, slots, 16, "Concurrency (credits) per worker.");
+ABSL_FLAG(bool, inline_handlers, false,
+          "Run the no-op handlers on each connection's network thread "
+          "(WorkerOptions::inline_handlers) instead of a thread per slot.");
 ABSL_FLAG(int64_t, jobs, 100000, "Jobs per run.");
 ABSL_FLAG(int, batch, 1, "Jobs per SubmitBatch call; 1 uses unary Submit.");
 ABSL_FLAG(double, rate, 1000, "latency/streams: jobs per second, open loop.");
@@ -212,6 +215,7 @@ class WorkerPool {
       options.broker = broker;
       options.queues = {queue};
       options.concurrency = slots;
+      options.inline_handlers = absl::GetFlag(FLAGS_inline_handlers);
       options.worker_id = absl::StrCat("bench-", getpid(), "-", i);
       options.channel = NewChannel(broker, 1000 + i);
       options.on_result_ack = [ledger](const v1::ResultAck&) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <thread>
@@ -83,44 +84,156 @@ struct Worker::Running {
   absl::Time started;
 };
 
-// One Workers.Connect stream. Writes are serialised; the first one is the
-// Hello (Session holds write_mu until it is written).
-class Worker::Connection {
+// One Workers.Connect stream on gRPC's callback API: what the broker sends
+// is handled on gRPC's threads as it arrives (no thread of ours waits on the
+// stream), and writes are queued and go out one at a time, in order.
+//
+// Use: Bind, queue the Hello with Write, StartCall, then Wait for the end.
+// A hold keeps the call open until no write can be started any more, so a
+// Write racing with the end of the stream never touches a finished call.
+class Worker::Connection final
+    : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::ServerMessage> {
  public:
-  grpc::ClientContext ctx;
-  std::unique_ptr<
-      grpc::ClientReaderWriter<v1::WorkerMessage, v1::ServerMessage>>
-      stream;
-  absl::Mutex write_mu;
+  explicit Connection(Worker* worker) : worker_(worker) {}
 
-  bool Write(const v1::WorkerMessage& msg) {
-    absl::MutexLock lock(&write_mu);
-    return WriteLocked(msg);
+  // Creates the call and starts reading (nothing is sent before
+  // StartCall). `self` keeps the connection alive until OnDone.
+  void Bind(v1::Workers::Stub* stub, std::shared_ptr<Connection> self) {
+    self_ = std::move(self);
+    stub->async()->Connect(&ctx_, this);
+    AddHold();
+    StartRead(&in_);
   }
-  // Writes both in one trip to the socket (the first is buffered).
-  bool WritePair(const v1::WorkerMessage& first,
-                 const v1::WorkerMessage& second) {
-    absl::MutexLock lock(&write_mu);
-    return WriteLocked(first, grpc::WriteOptions().set_buffer_hint()) &&
-           WriteLocked(second);
+
+  // Queues `msg`; false if the stream takes no more writes.
+  bool Write(v1::WorkerMessage msg) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (sealed_ || closing_) return false;
+      pending_.push_back(std::move(msg));
+    }
+    Pump();
+    return true;
   }
-  bool WriteLocked(const v1::WorkerMessage& msg,
-                   grpc::WriteOptions options = grpc::WriteOptions())
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) {
-    if (closed) return false;
-    if (!stream->Write(msg, options)) closed = true;
-    return !closed;
-  }
-  // Half-closes: the broker ends the stream once it has read everything.
+
+  // Half-closes once the queued writes are out: the broker ends the stream
+  // when it has read everything.
   void Close() {
-    absl::MutexLock lock(&write_mu);
-    if (closed) return;
-    closed = true;
-    stream->WritesDone();
+    {
+      absl::MutexLock lock(&mu_);
+      if (closing_) return;
+      closing_ = true;
+    }
+    Pump();
+  }
+
+  // Blocks until gRPC is done with the call; its status.
+  absl::Status Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+    return FromGrpcStatus(status_);
+  }
+
+  bool welcomed() const { return welcomed_.load(); }
+  void set_welcomed() { welcomed_.store(true); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The broker ended the stream or it broke: nothing more to write.
+      Seal();
+      return;
+    }
+    worker_->OnMessage(*this, in_);
+    StartRead(&in_);
+  }
+  void OnWriteDone(bool ok) override { OpDone(ok); }
+  void OnWritesDoneDone(bool ok) override { OpDone(ok); }
+  void OnDone(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      sealed_ = true;
+      pending_.clear();
+      status_ = status;
+      done_ = true;
+    }
+    std::shared_ptr<Connection> keep = std::move(self_);
   }
 
  private:
-  bool closed ABSL_GUARDED_BY(write_mu) = false;
+  // Starts the next write, or the half-close, unless one is in flight.
+  void Pump() {
+    grpc::WriteOptions options;
+    bool write = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (busy_ || sealed_) return;
+      if (!pending_.empty()) {
+        out_ = std::move(pending_.front());
+        pending_.pop_front();
+        // More queued: let this one wait in the buffer and leave with them.
+        if (!pending_.empty()) options.set_buffer_hint();
+        write = true;
+      } else if (!closing_ || half_closed_) {
+        return;
+      }
+      half_closed_ = !write;
+      busy_ = true;
+    }
+    if (write) {
+      StartWrite(&out_, options);
+    } else {
+      StartWritesDone();
+    }
+  }
+
+  void OpDone(bool ok) {
+    bool release = false;
+    {
+      absl::MutexLock lock(&mu_);
+      busy_ = false;
+      if (!ok || half_closed_) {
+        sealed_ = true;
+        pending_.clear();
+      }
+      release = sealed_ && held_;
+      if (release) held_ = false;
+    }
+    if (release) {
+      RemoveHold();
+    } else {
+      Pump();
+    }
+  }
+
+  // No write will be started any more.
+  void Seal() {
+    bool release = false;
+    {
+      absl::MutexLock lock(&mu_);
+      sealed_ = true;
+      pending_.clear();
+      release = !busy_ && held_;
+      if (release) held_ = false;
+    }
+    if (release) RemoveHold();
+  }
+
+  Worker* const worker_;
+  grpc::ClientContext ctx_;
+  std::shared_ptr<Connection> self_;  // until OnDone
+  v1::ServerMessage in_;              // owned by the read in flight
+  v1::WorkerMessage out_;             // owned by the write in flight
+  std::atomic<bool> welcomed_{false};
+
+  absl::Mutex mu_;
+  std::deque<v1::WorkerMessage> pending_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // a write or half-close in flight
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool sealed_ ABSL_GUARDED_BY(mu_) = false;  // no more writes
+  bool held_ ABSL_GUARDED_BY(mu_) = true;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 // ------------------------------------------------------------------ worker
@@ -214,7 +327,7 @@ void Worker::Stop() {
     v1::WorkerMessage withdraw;
     withdraw.mutable_credit()->set_credits(0);
     withdraw.mutable_credit()->set_reset(true);
-    connection->Write(withdraw);
+    connection->Write(std::move(withdraw));
   }
 }
 
@@ -232,12 +345,14 @@ absl::Status Worker::Run() {
     return absl::InvalidArgumentError("concurrency must be at least 1");
   }
   std::vector<std::thread> threads;
+  const int handler_threads =
+      options_.inline_handlers ? 0 : options_.concurrency;
   {
     absl::MutexLock lock(&mu_);
-    threads_ = options_.concurrency + 1;
+    threads_ = handler_threads + 1;
     quit_ = false;
   }
-  for (int i = 0; i < options_.concurrency; ++i) {
+  for (int i = 0; i < handler_threads; ++i) {
     threads.emplace_back([this] {
       while (true) {
         std::shared_ptr<Running> job;
@@ -309,122 +424,118 @@ absl::Time Worker::FinalDeadline() const {
 }
 
 absl::Status Worker::Session(bool* welcomed) {
-  auto connection = std::make_shared<Connection>();
-  connection->stream = stub_->Connect(&connection->ctx);
+  auto connection = std::make_shared<Connection>(this);
+  connection->Bind(stub_.get(), connection);
   {
-    // Hold the write lock until the Hello is out, so that nothing (a credit,
-    // a result) overtakes it; compute the Hello and publish the connection
-    // atomically with respect to jobs finishing.
-    absl::MutexLock write_lock(&connection->write_mu);
-    v1::WorkerMessage hello_msg;
-    std::vector<v1::WorkerMessage> resend;
-    {
-      absl::MutexLock lock(&mu_);
-      v1::Hello* hello = hello_msg.mutable_hello();
-      hello->set_worker_id(options_.worker_id);
-      hello->set_hostname(Hostname());
-      hello->set_pid(static_cast<uint32_t>(getpid()));
-      hello->set_version(options_.version);
-      for (const std::string& queue : options_.queues) hello->add_queues(queue);
-      hello->mutable_labels()->insert(options_.labels.begin(),
-                                      options_.labels.end());
-      for (const auto& [token, job] : running_) {
-        v1::HeldLease* held = hello->add_held_leases();
-        held->set_job_id(job->ctx->id());
-        held->set_lease_token(token);
-      }
-      for (const auto& [token, unacked] : unacked_) {
-        v1::HeldLease* held = hello->add_held_leases();
-        held->set_job_id(unacked.job_id);
-        held->set_lease_token(token);
-        resend.push_back(unacked.result);
-      }
-      const int free_slots =
-          options_.concurrency - static_cast<int>(running_.size());
-      hello->set_initial_credits(stopping_ ? 0 : std::max(free_slots, 0));
-      draining_ = false;
-      connection_ = connection;
-    }
-    bool ok = connection->WriteLocked(hello_msg);
-    for (const v1::WorkerMessage& msg : resend) {
-      ok = ok && connection->WriteLocked(msg);
-    }
-  }
-
-  v1::ServerMessage msg;
-  while (connection->stream->Read(&msg)) {
-    switch (msg.msg_case()) {
-      case v1::ServerMessage::kWelcome: {
-        absl::MutexLock lock(&mu_);
-        *welcomed = true;
-        if (msg.welcome().has_heartbeat_interval()) {
-          heartbeat_interval_ =
-              std::max(absl::Milliseconds(100),
-                       FromProto(msg.welcome().heartbeat_interval()));
-        }
-        spdlog::info("connected broker={} worker_id={} session_id={} queues={}",
-                     options_.broker, options_.worker_id,
-                     msg.welcome().session_id(),
-                     absl::StrJoin(options_.queues, ","));
-        break;
-      }
-      case v1::ServerMessage::kAssignment:
-        Dispatch(std::move(*msg.mutable_assignment()));
-        break;
-      case v1::ServerMessage::kCancel: {
-        absl::MutexLock lock(&mu_);
-        auto it = running_.find(msg.cancel().lease_token());
-        if (it != running_.end()) {
-          spdlog::info("job cancelled by the broker job_id={} reason=\"{}\"",
-                       msg.cancel().job_id(), msg.cancel().reason());
-          it->second->ctx->Stop(StopReason::kCancelled);
-        }
-        break;
-      }
-      case v1::ServerMessage::kLeaseLost: {
-        absl::MutexLock lock(&mu_);
-        const std::string& token = msg.lease_lost().lease_token();
-        auto it = running_.find(token);
-        if (it != running_.end()) {
-          spdlog::warn("lease lost job_id={} reason=\"{}\"",
-                       it->second->ctx->id(), msg.lease_lost().reason());
-          it->second->ctx->Stop(StopReason::kLeaseLost);
-        }
-        auto refused = unacked_.find(token);
-        if (refused != unacked_.end()) {
-          spdlog::warn("result refused by the broker job_id={} reason=\"{}\"",
-                       refused->second.job_id, msg.lease_lost().reason());
-          unacked_.erase(refused);
-        }
-        break;
-      }
-      case v1::ServerMessage::kDrain: {
-        // The broker is going away (or wants us to leave): take no more
-        // work on this stream. Running jobs go on: their leases survive a
-        // broker restart, and their results are sent after reconnecting.
-        absl::MutexLock lock(&mu_);
-        draining_ = true;
-        spdlog::info("broker asked to drain reason=\"{}\" running={}",
-                     msg.drain().reason(), running_.size());
-        break;
-      }
-      case v1::ServerMessage::kResultAck: {
-        {
-          absl::MutexLock lock(&mu_);
-          unacked_.erase(msg.result_ack().lease_token());
-        }
-        if (options_.on_result_ack) options_.on_result_ack(msg.result_ack());
-        break;
-      }
-      default:
-        break;  // newer message types are ignored
-    }
-  }
-  {
+    // The Hello is queued first, and the connection published with it, so
+    // that nothing (a credit, a result) overtakes it.
     absl::MutexLock lock(&mu_);
-    if (connection_ == connection) connection_.reset();
+    v1::WorkerMessage hello_msg;
+    v1::Hello* hello = hello_msg.mutable_hello();
+    hello->set_worker_id(options_.worker_id);
+    hello->set_hostname(Hostname());
+    hello->set_pid(static_cast<uint32_t>(getpid()));
+    hello->set_version(options_.version);
+    for (const std::string& queue : options_.queues) hello->add_queues(queue);
+    hello->mutable_labels()->insert(options_.labels.begin(),
+                                    options_.labels.end());
+    for (const auto& [token, job] : running_) {
+      v1::HeldLease* held = hello->add_held_leases();
+      held->set_job_id(job->ctx->id());
+      held->set_lease_token(token);
+    }
+    for (const auto& [token, unacked] : unacked_) {
+      v1::HeldLease* held = hello->add_held_leases();
+      held->set_job_id(unacked.job_id);
+      held->set_lease_token(token);
+    }
+    const int free_slots =
+        options_.concurrency - static_cast<int>(running_.size());
+    hello->set_initial_credits(stopping_ ? 0 : std::max(free_slots, 0));
+    connection->Write(std::move(hello_msg));
+    // Results the last stream did not get acknowledged, without credits
+    // (initial_credits counts the free slots).
+    for (const auto& [token, unacked] : unacked_) {
+      connection->Write(unacked.result);
+    }
+    draining_ = false;
+    connection_ = connection;
   }
-  return FromGrpcStatus(connection->stream->Finish());
+  connection->StartCall();
+  absl::Status status = connection->Wait();
+  *welcomed = connection->welcomed();
+  absl::MutexLock lock(&mu_);
+  if (connection_ == connection) connection_.reset();
+  return status;
+}
+
+void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
+  switch (msg.msg_case()) {
+    case v1::ServerMessage::kWelcome: {
+      absl::MutexLock lock(&mu_);
+      connection.set_welcomed();
+      if (msg.welcome().has_heartbeat_interval()) {
+        heartbeat_interval_ =
+            std::max(absl::Milliseconds(100),
+                     FromProto(msg.welcome().heartbeat_interval()));
+      }
+      spdlog::info("connected broker={} worker_id={} session_id={} queues={}",
+                   options_.broker, options_.worker_id,
+                   msg.welcome().session_id(),
+                   absl::StrJoin(options_.queues, ","));
+      break;
+    }
+    case v1::ServerMessage::kAssignment:
+      Dispatch(std::move(*msg.mutable_assignment()));
+      break;
+    case v1::ServerMessage::kCancel: {
+      absl::MutexLock lock(&mu_);
+      auto it = running_.find(msg.cancel().lease_token());
+      if (it != running_.end()) {
+        spdlog::info("job cancelled by the broker job_id={} reason=\"{}\"",
+                     msg.cancel().job_id(), msg.cancel().reason());
+        it->second->ctx->Stop(StopReason::kCancelled);
+      }
+      break;
+    }
+    case v1::ServerMessage::kLeaseLost: {
+      absl::MutexLock lock(&mu_);
+      const std::string& token = msg.lease_lost().lease_token();
+      auto it = running_.find(token);
+      if (it != running_.end()) {
+        spdlog::warn("lease lost job_id={} reason=\"{}\"",
+                     it->second->ctx->id(), msg.lease_lost().reason());
+        it->second->ctx->Stop(StopReason::kLeaseLost);
+      }
+      auto refused = unacked_.find(token);
+      if (refused != unacked_.end()) {
+        spdlog::warn("result refused by the broker job_id={} reason=\"{}\"",
+                     refused->second.job_id, msg.lease_lost().reason());
+        unacked_.erase(refused);
+      }
+      break;
+    }
+    case v1::ServerMessage::kDrain: {
+      // The broker is going away (or wants us to leave): take no more work
+      // on this stream. Running jobs go on: their leases survive a broker
+      // restart, and their results are sent after reconnecting.
+      absl::MutexLock lock(&mu_);
+      draining_ = true;
+      spdlog::info("broker asked to drain reason=\"{}\" running={}",
+                   msg.drain().reason(), running_.size());
+      break;
+    }
+    case v1::ServerMessage::kResultAck: {
+      {
+        absl::MutexLock lock(&mu_);
+        unacked_.erase(msg.result_ack().lease_token());
+      }
+      if (options_.on_result_ack) options_.on_result_ack(msg.result_ack());
+      break;
+    }
+    default:
+      break;  // newer message types are ignored
+  }
 }
 
 void Worker::Dispatch(v1::Assignment assignment) {
@@ -437,9 +548,15 @@ void Worker::Dispatch(v1::Assignment assignment) {
   job->ctx = std::make_shared<JobContext>(
       std::move(*assignment.mutable_job()),
       timeout > absl::ZeroDuration() ? now + timeout : absl::InfiniteFuture());
-  absl::MutexLock lock(&mu_);
-  running_[job->token] = job;
-  ready_.push_back(std::move(job));
+  {
+    absl::MutexLock lock(&mu_);
+    running_[job->token] = job;
+    if (!options_.inline_handlers) {
+      ready_.push_back(std::move(job));
+      return;
+    }
+  }
+  RunJob(std::move(job));
 }
 
 void Worker::RunJob(std::shared_ptr<Running> job) {
@@ -515,14 +632,14 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
     credit = !stopping_ && !draining_;
   }
   if (connection == nullptr) return;  // sent (and credited) on reconnect
-  v1::WorkerMessage credit_msg;
-  credit_msg.mutable_credit()->set_credits(1);
-  if (send_result && credit) {
-    connection->WritePair(result_msg, credit_msg);
-  } else if (send_result) {
-    connection->Write(result_msg);
+  if (send_result) {
+    // The freed slot's credit goes back with the result.
+    if (credit) result->set_credits(1);
+    connection->Write(std::move(result_msg));
   } else if (credit) {
-    connection->Write(credit_msg);
+    v1::WorkerMessage credit_msg;
+    credit_msg.mutable_credit()->set_credits(1);
+    connection->Write(std::move(credit_msg));
   }
 }
 
@@ -570,7 +687,7 @@ void Worker::HeartbeatLoop() {
       }
     }
     if (connection != nullptr) {
-      if (beat.has_heartbeat()) connection->Write(beat);
+      if (beat.has_heartbeat()) connection->Write(std::move(beat));
       if (close) connection->Close();
     }
     // Checks timeouts and the drain deadline often; heartbeats at their

@@ -96,6 +96,14 @@ struct WorkerOptions {
   std::vector<std::string> queues;
   // Jobs run at once; also the credits granted to the broker.
   int concurrency = 1;
+  // Run handlers on the connection's network thread, one job after another,
+  // instead of on `concurrency` threads of their own. Only for handlers
+  // that never block (microseconds of CPU, no I/O, no waiting): it saves a
+  // thread hand-off per job, but while a handler runs no other message of
+  // the connection is read (heartbeats still go out). `concurrency` is then
+  // only the credits granted: how many jobs wait prefetched, unread, their
+  // leases running (a slow inline handler lets them expire).
+  bool inline_handlers = false;
   std::map<std::string, std::string> labels;
   // Stable for the life of the process; default "<hostname>-<pid>".
   std::string worker_id;
@@ -157,6 +165,8 @@ class Worker {
   // One session over one stream; returns when it ends. OK after a graceful
   // stop, an error the caller decides on (retry or give up).
   absl::Status Session(bool* welcomed);
+  // Handles one message from the broker (on a gRPC thread).
+  void OnMessage(Connection& connection, v1::ServerMessage& msg);
   absl::Time FinalDeadline() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool HasReadyOrQuit() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !ready_.empty() || quit_;
@@ -170,9 +180,6 @@ class Worker {
   void Dispatch(v1::Assignment assignment);
   void RunJob(std::shared_ptr<Running> job);
   void HeartbeatLoop();
-  void SendResult(const std::string& token, v1::Result result);
-  // Sends on the current stream if any; false if none or it broke.
-  bool Send(const v1::WorkerMessage& msg);
   void StopAll(StopReason reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Quiet() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -336,6 +336,39 @@ TEST_F(WorkerSdkTest, ConcurrencyNeverExceedsTheSlots) {
   EXPECT_EQ(max_running_.load(), 3);
 }
 
+TEST_F(WorkerSdkTest, InlineHandlersRunOneAtATimeWithTheCreditsPrefetched) {
+  WorkerOptions options = Options();
+  options.concurrency = 3;
+  options.inline_handlers = true;
+  NewWorker(options).Handle("k", BlockingHandler("ok"));
+  StartWorker();
+  std::vector<v1::JobSpec> specs(10, Spec("q", "k"));
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::SubmitBatchResponse batch, SubmitBatch(specs));
+
+  // Three credits: three jobs leased to the worker, but the handler runs on
+  // the connection's thread, so only one has started.
+  ASSERT_TRUE(AwaitStarted(1));
+  v1::QueueInfo stats;
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<v1::QueueInfo> now = Stats("q");
+    if (now.ok()) stats = *now;
+    return now.ok() && stats.running() == 3;
+  })) << stats.DebugString();
+  EXPECT_EQ(stats.queued(), 7u);
+  EXPECT_EQ(started_.load(), 1);
+  // The other two wait, unread, on the stream.
+  EXPECT_EQ(worker().running(), 1);
+
+  Release();
+  for (const v1::SubmitResponse& submitted : batch.results()) {
+    v1::Job done = AwaitState(submitted.job().id(), v1::JOB_STATE_SUCCEEDED);
+    EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+    EXPECT_EQ(done.result(), "ok");
+  }
+  EXPECT_EQ(started_.load(), 10);
+  EXPECT_EQ(max_running_.load(), 1);
+}
+
 // ---- leases ----
 
 TEST_F(WorkerSdkTest, LostLeaseStopsTheHandlerWithLeaseLost) {
