@@ -35,7 +35,6 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -45,6 +44,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/flags_usage.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "ferry/v1/workers.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -630,8 +630,15 @@ int Run() {
 }  // namespace ferry
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "Load generator for ferryd; see docs/benchmarks.md.");
+  ferry::SetUsage(
+      "Load generator for ferryd (see docs/benchmarks.md): P producer\n"
+      "connections and W worker connections (the C++ worker SDK, no-op\n"
+      "handlers) against a running ferryd; every job is checked to be\n"
+      "received exactly once.\n"
+      "  ferry-bench --broker=HOST:PORT --mode=MODE --producers=P --workers=W\n"
+      "              --jobs=N [--batch=K] [--rate=R] [--json]\n"
+      "Modes: e2e, submit, drain, latency, backlog, streams.",
+      __FILE__);
   absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil with lock-order (deadlock) detection on; it costs
   // a graph update on every lock. Tests keep it; production does not.

@@ -13,10 +13,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/clock.h"
+#include "base/flags_usage.h"
 #include "base/log_format.h"
 #include "server/queue_config.h"
 #include "server/server.h"
@@ -140,11 +140,12 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
 }
 
 int Run(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  SetUsage(
       "Ferry broker: a durable job queue served over gRPC.\n"
       "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
       "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
-      "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.");
+      "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.",
+      __FILE__);
   absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil with lock-order (deadlock) detection on; it costs
   // a graph update on every lock. Tests keep it; production does not.

@@ -18,11 +18,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "base/flags_usage.h"
 #include "base/log_format.h"
 #include "proto/names.h"
 #include "worker/command_handler.h"
@@ -66,7 +66,7 @@ int Usage(const std::string& message) {
 }
 
 int Run(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  SetUsage(
       "Runs a command for every job taken from ferryd.\n"
       "  ferry-worker --queues=Q1,Q2 [--concurrency=N] -- COMMAND [ARGS...]\n"
       "  ferry-worker --queues=Q --handlers=FILE\n"
@@ -74,7 +74,8 @@ int Run(int argc, char** argv) {
       "FERRY_KIND and FERRY_ATTEMPT are in its environment. Exit 0: success,\n"
       "stdout is the result. Exit 75: retry. Other: failure (retried while\n"
       "attempts last) with the end of stderr as the error. A stderr line\n"
-      "'FERRY-PROGRESS <percent> <message>' reports progress.");
+      "'FERRY-PROGRESS <percent> <message>' reports progress.",
+      __FILE__);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil with lock-order (deadlock) detection on; it costs
   // a graph update on every lock. Tests keep it; production does not.

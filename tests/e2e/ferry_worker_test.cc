@@ -52,6 +52,7 @@ namespace ferry::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // Bounds for events that should come promptly; only a broken test waits
 // this long.
@@ -494,6 +495,20 @@ TEST_F(FerryWorkerTest, UsageErrorsExitTwoWithAMessage) {
     EXPECT_EQ(code, 2) << absl::StrJoin(c.args, " ") << "\n" << all;
     EXPECT_THAT(all, HasSubstr(c.message)) << absl::StrJoin(c.args, " ");
   }
+}
+
+TEST_F(FerryWorkerTest, HelpListsTheFlags) {
+  std::string all;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      int code, RunCommand({FERRY_WORKER_PATH, "--help"}, {}, kEventTimeout,
+                           nullptr, &all));
+  EXPECT_NE(code, 0) << all;  // Abseil's --help exits 1
+  EXPECT_THAT(all, HasSubstr("Runs a command for every job"));
+  for (const char* flag : {"--queues", "--concurrency", "--broker",
+                           "--handlers", "--drain_timeout"}) {
+    EXPECT_THAT(all, HasSubstr(flag)) << all;
+  }
+  EXPECT_THAT(all, Not(HasSubstr("No flags matched")));
 }
 
 TEST_F(FerryWorkerTest, UnreachableBrokerIsRetriedUntilSigterm) {
