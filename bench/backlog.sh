@@ -3,6 +3,7 @@
 # fast does ferryd serve again with a million jobs queued?
 #
 #   bench/backlog.sh [--big=1000000] [--take=1000] [--rounds=5]
+#                    [--ferry-bench-args="--inline_handlers ..."]
 #
 # Starts its own ferryd (default settings) in a temp dir on 127.0.0.1,
 # measures the dispatch rate of --take jobs with 1k, 100k and --big jobs
@@ -13,12 +14,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../deploy/common.sh"
 
-BIG=1000000 TAKE=1000 ROUNDS=5
+BIG=1000000 TAKE=1000 ROUNDS=5 BENCH_ARGS=
 for arg in "$@"; do
   case $arg in
     --big=*) BIG=${arg#*=} ;;
     --take=*) TAKE=${arg#*=} ;;
     --rounds=*) ROUNDS=${arg#*=} ;;
+    --ferry-bench-args=*) BENCH_ARGS=${arg#*=} ;;
     *) log "unknown argument $arg"; exit 2 ;;
   esac
 done
@@ -63,8 +65,9 @@ for round in $(seq "$ROUNDS"); do
     queue="backlog-$backlog"
     # Top the queue up so every round sees the same backlog.
     bench --mode=submit --batch=1000 --jobs="$TAKE" --queue="$queue" >/dev/null
+    read -r -a extra <<<"$BENCH_ARGS"
     line=$(bench --mode=backlog --fill=false --queue="$queue" \
-      --backlog=$((backlog + TAKE)) --jobs="$TAKE")
+      --backlog=$((backlog + TAKE)) --jobs="$TAKE" "${extra[@]}")
     RATES[$backlog]+="$(sed 's/.*"jobs_per_s":\([0-9]*\).*/\1/' <<<"$line") "
   done
   log "round $round done"
