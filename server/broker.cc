@@ -767,6 +767,7 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
           welcome.mutable_welcome()->mutable_heartbeat_interval());
   ToProto(options_.policy.lease_ttl,
           welcome.mutable_welcome()->mutable_lease_ttl());
+  welcome.mutable_welcome()->set_accepts_batches(true);
   session.sink->Push(std::move(welcome));
 
   int resumed = 0;

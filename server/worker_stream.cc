@@ -13,6 +13,10 @@ namespace ferry {
 namespace {
 
 constexpr int kMaxQueuesPerWorker = 64;
+// What one ServerMessage.batch bundles at most: well under a worker's
+// default 4 MiB receive limit, however large the payloads.
+constexpr size_t kMaxBatchMessages = 256;
+constexpr size_t kMaxBatchBytes = 256 << 10;
 constexpr int kMaxHeldLeases = 100000;
 
 }  // namespace
@@ -34,10 +38,22 @@ void WorkerStream::Close(absl::Status status) {
 void WorkerStream::Kick() {
   absl::Status finish;
   bool more = false;
-  switch (writes_.Next(&out_, &finish, &more)) {
+  std::vector<v1::ServerMessage> queued;
+  const size_t max_messages = batches_.load() ? kMaxBatchMessages : 1;
+  switch (writes_.NextBatch(
+      &queued, &finish, &more, max_messages, kMaxBatchBytes,
+      [](const v1::ServerMessage& msg) { return msg.ByteSizeLong(); })) {
     case WriteQueue<v1::ServerMessage>::Action::kWrite:
-      // Messages queued together (the acks of one commit, say) leave in one
-      // write to the socket.
+      // Messages queued together (the acks of one commit, say) leave as one
+      // batch if the worker takes batches, else in one write to the socket.
+      if (queued.size() == 1) {
+        out_ = std::move(queued.front());
+      } else {
+        out_.Clear();
+        auto* messages = out_.mutable_batch()->mutable_messages();
+        messages->Reserve(static_cast<int>(queued.size()));
+        for (v1::ServerMessage& msg : queued) *messages->Add() = std::move(msg);
+      }
       StartWrite(&out_, more ? grpc::WriteOptions().set_buffer_hint()
                              : grpc::WriteOptions());
       break;
@@ -50,6 +66,8 @@ void WorkerStream::Kick() {
 }
 
 void WorkerStream::OnWriteDone(bool ok) {
+  // The first write is the Welcome; it always goes alone.
+  if (accepts_batches_.load()) batches_.store(true);
   writes_.WriteDone(ok);
   Kick();
 }
@@ -114,6 +132,15 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
     case v1::WorkerMessage::kHeartbeat:
       broker_->Heartbeat(session, msg.heartbeat());
       return absl::OkStatus();
+    case v1::WorkerMessage::kBatch:
+      for (const v1::WorkerMessage& inner : msg.batch().messages()) {
+        if (inner.has_hello() || inner.has_batch()) {
+          return absl::InvalidArgumentError(
+              "a WorkerMessage batch may not hold a Hello or another batch");
+        }
+        FERRY_RETURN_IF_ERROR(Handle(inner));
+      }
+      return absl::OkStatus();
     case v1::WorkerMessage::kResult: {
       FERRY_ASSIGN_OR_RETURN(
           Outcome outcome,
@@ -128,7 +155,8 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
     }
     default:
       return absl::InvalidArgumentError(
-          "empty WorkerMessage: set one of hello, credit, heartbeat, result");
+          "empty WorkerMessage: set one of hello, credit, heartbeat, result, "
+          "batch");
   }
 }
 
@@ -156,6 +184,7 @@ absl::Status WorkerStream::Hello(const v1::Hello& hello) {
   identity.version = hello.version().substr(0, 64);
   identity.labels.insert(hello.labels().begin(), hello.labels().end());
   identity.peer = peer_;
+  accepts_batches_.store(hello.accepts_batches());
   std::vector<HeldLease> held;
   for (const v1::HeldLease& lease : hello.held_leases()) {
     int64_t job_id = 0;

@@ -1,6 +1,7 @@
 #ifndef FERRY_SERVER_WORKER_STREAM_H_
 #define FERRY_SERVER_WORKER_STREAM_H_
 
+#include <atomic>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
@@ -52,6 +53,11 @@ class WorkerStream final
   v1::ServerMessage out_;               // owned by the write in flight
 
   WriteQueue<v1::ServerMessage> writes_;
+
+  // The worker understands ServerMessage.batch (its Hello said so) ...
+  std::atomic<bool> accepts_batches_{false};
+  // ... and the Welcome is out: later writes may bundle queued messages.
+  std::atomic<bool> batches_{false};
 
   absl::Mutex mu_;
   uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;

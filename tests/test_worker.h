@@ -56,6 +56,9 @@ struct TestWorkerOptions {
   bool close_on_drain = true;
   // Bounds the whole stream.
   absl::Duration stream_timeout = absl::Seconds(120);
+  // Hello.accepts_batches: the broker may then bundle messages into a
+  // ServerMessage.batch, which the inbox files as one message.
+  bool accepts_batches = false;
 };
 
 class TestWorker {
@@ -82,6 +85,7 @@ class TestWorker {
         held->set_lease_token(token);
       }
       hello->set_initial_credits(options_.initial_credits);
+      hello->set_accepts_batches(options_.accepts_batches);
       if (!Send(msg)) ADD_FAILURE() << "could not send Hello";
     }
   }

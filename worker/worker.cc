@@ -91,6 +91,10 @@ struct Worker::Running {
 // Use: Bind, queue the Hello with Write, StartCall, then Wait for the end.
 // A hold keeps the call open until no write can be started any more, so a
 // Write racing with the end of the stream never touches a finished call.
+// What one WorkerMessage.batch bundles at most.
+constexpr int kMaxBatchMessages = 256;
+constexpr size_t kMaxBatchBytes = 256 << 10;
+
 class Worker::Connection final
     : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::ServerMessage> {
  public:
@@ -135,7 +139,11 @@ class Worker::Connection final
   }
 
   bool welcomed() const { return welcomed_.load(); }
-  void set_welcomed() { welcomed_.store(true); }
+  // `batches`: the broker takes WorkerMessage.batch.
+  void set_welcomed(bool batches) {
+    batches_.store(batches);
+    welcomed_.store(true);
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -168,8 +176,22 @@ class Worker::Connection final
       absl::MutexLock lock(&mu_);
       if (busy_ || sealed_) return;
       if (!pending_.empty()) {
-        out_ = std::move(pending_.front());
-        pending_.pop_front();
+        if (batches_.load() && pending_.size() > 1) {
+          // Everything queued (results of jobs that finished together,
+          // say) in one message, within bounds.
+          out_.Clear();
+          auto* messages = out_.mutable_batch()->mutable_messages();
+          size_t bytes = 0;
+          while (!pending_.empty() && messages->size() < kMaxBatchMessages) {
+            bytes += pending_.front().ByteSizeLong();
+            if (!messages->empty() && bytes > kMaxBatchBytes) break;
+            *messages->Add() = std::move(pending_.front());
+            pending_.pop_front();
+          }
+        } else {
+          out_ = std::move(pending_.front());
+          pending_.pop_front();
+        }
         // More queued: let this one wait in the buffer and leave with them.
         if (!pending_.empty()) options.set_buffer_hint();
         write = true;
@@ -224,6 +246,7 @@ class Worker::Connection final
   v1::ServerMessage in_;              // owned by the read in flight
   v1::WorkerMessage out_;             // owned by the write in flight
   std::atomic<bool> welcomed_{false};
+  std::atomic<bool> batches_{false};
 
   absl::Mutex mu_;
   std::deque<v1::WorkerMessage> pending_ ABSL_GUARDED_BY(mu_);
@@ -452,6 +475,7 @@ absl::Status Worker::Session(bool* welcomed) {
     const int free_slots =
         options_.concurrency - static_cast<int>(running_.size());
     hello->set_initial_credits(stopping_ ? 0 : std::max(free_slots, 0));
+    hello->set_accepts_batches(true);
     connection->Write(std::move(hello_msg));
     // Results the last stream did not get acknowledged, without credits
     // (initial_credits counts the free slots).
@@ -473,7 +497,7 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
   switch (msg.msg_case()) {
     case v1::ServerMessage::kWelcome: {
       absl::MutexLock lock(&mu_);
-      connection.set_welcomed();
+      connection.set_welcomed(msg.welcome().accepts_batches());
       if (msg.welcome().has_heartbeat_interval()) {
         heartbeat_interval_ =
             std::max(absl::Milliseconds(100),
@@ -487,6 +511,12 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
     }
     case v1::ServerMessage::kAssignment:
       Dispatch(std::move(*msg.mutable_assignment()));
+      break;
+    case v1::ServerMessage::kBatch:
+      for (v1::ServerMessage& inner :
+           *msg.mutable_batch()->mutable_messages()) {
+        if (!inner.has_batch()) OnMessage(connection, inner);
+      }
       break;
     case v1::ServerMessage::kCancel: {
       absl::MutexLock lock(&mu_);

@@ -577,6 +577,96 @@ TEST_F(WorkerStreamTest, HeldLeaseTheBrokerDoesNotKnowIsLostOnReconnect) {
   EXPECT_EQ(still.state(), v1::JOB_STATE_QUEUED);
 }
 
+// ---- batches ----
+
+// Submits three jobs in one SubmitBatch to a worker waiting with three
+// credits: their assignments are pushed together, after the Welcome.
+class WorkerStreamBatchTest : public WorkerStreamTest {
+ protected:
+  std::unique_ptr<TestWorker> ConnectWaiting(bool accepts_batches) {
+    TestWorkerOptions options;
+    options.worker_id = "w1";
+    options.initial_credits = 3;
+    options.accepts_batches = accepts_batches;
+    auto worker = Connect(options);
+    std::optional<v1::Welcome> welcome = worker->ExpectWelcome();
+    EXPECT_TRUE(welcome.has_value()) << "the Welcome must come alone";
+    if (welcome.has_value()) EXPECT_TRUE(welcome->accepts_batches());
+    return worker;
+  }
+
+  std::vector<std::string> SubmitThree() {
+    std::vector<std::string> ids;
+    absl::StatusOr<v1::SubmitBatchResponse> batch = SubmitBatch(
+        {Spec("q", "k", "a"), Spec("q", "k", "b"), Spec("q", "k", "c")});
+    EXPECT_THAT(batch, IsOk());
+    if (!batch.ok()) return ids;
+    for (const v1::SubmitResponse& r : batch->results()) {
+      EXPECT_EQ(r.job().state(), v1::JOB_STATE_RUNNING);
+      ids.push_back(r.job().id());
+    }
+    return ids;
+  }
+};
+
+TEST_F(WorkerStreamBatchTest, WorkerThatTakesBatchesGetsQueuedMessagesInOne) {
+  auto worker = ConnectWaiting(/*accepts_batches=*/true);
+  const std::vector<std::string> ids = SubmitThree();
+  ASSERT_EQ(ids.size(), 3u);
+
+  std::optional<Msg> msg = worker->Next();
+  ASSERT_TRUE(msg.has_value());
+  ASSERT_TRUE(msg->has_batch()) << msg->DebugString();
+  ASSERT_EQ(msg->batch().messages_size(), 3) << msg->DebugString();
+  v1::WorkerMessage results;
+  for (int i = 0; i < 3; ++i) {
+    const v1::ServerMessage& inner = msg->batch().messages(i);
+    ASSERT_TRUE(inner.has_assignment()) << inner.DebugString();
+    EXPECT_EQ(inner.assignment().job().id(), ids[i]);
+    v1::Result* result =
+        results.mutable_batch()->add_messages()->mutable_result();
+    result->set_lease_token(inner.assignment().lease_token());
+    result->mutable_success()->set_output(absl::StrCat("out-", i));
+  }
+
+  // The worker answers with one batch of three results.
+  ASSERT_TRUE(worker->Send(results));
+  for (int i = 0; i < 3; ++i) {
+    v1::Job job;
+    ASSERT_TRUE(Eventually([&] {
+      absl::StatusOr<v1::Job> got = Get(ids[i]);
+      if (got.ok()) job = *got;
+      return got.ok() && job.state() == v1::JOB_STATE_SUCCEEDED;
+    })) << job.DebugString();
+    EXPECT_EQ(job.result(), absl::StrCat("out-", i));
+  }
+}
+
+TEST_F(WorkerStreamBatchTest, WorkerThatDoesNotTakeBatchesGetsOneAtATime) {
+  auto worker = ConnectWaiting(/*accepts_batches=*/false);
+  const std::vector<std::string> ids = SubmitThree();
+  ASSERT_EQ(ids.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    std::optional<Msg> msg = worker->Next();
+    ASSERT_TRUE(msg.has_value());
+    ASSERT_TRUE(msg->has_assignment()) << msg->DebugString();
+    EXPECT_EQ(msg->assignment().job().id(), ids[i]);
+  }
+}
+
+TEST_F(WorkerStreamTest, BatchHoldingAHelloEndsTheStreamAsInvalid) {
+  auto worker = Connect("w1", "q", 0);
+  ASSERT_TRUE(worker->ExpectWelcome().has_value());
+  v1::WorkerMessage bad;
+  bad.mutable_batch()->add_messages()->mutable_credit()->set_credits(1);
+  bad.mutable_batch()->add_messages()->mutable_hello()->set_worker_id("w1");
+  ASSERT_TRUE(worker->Send(bad));
+  grpc::Status status = worker->AwaitEnd();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("batch"));
+}
+
 TEST_F(WorkerStreamTest, FirstMessageOtherThanHelloEndsTheStreamAsInvalid) {
   TestWorkerOptions options;
   options.send_hello = false;
