@@ -578,6 +578,14 @@ TEST_F(WorkerSdkTest, StoppingWorkerTakesNoNewJobs) {
   ASSERT_TRUE(AwaitStarted(1));
 
   worker().Stop();
+  // Stop() withdraws the unused credit (Credit{0, reset}) without waiting;
+  // once the broker has it, the worker holds none.
+  std::vector<v1::WorkerInfo> workers;
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
+    if (listed.ok()) workers = *listed;
+    return workers.size() == 1 && workers[0].credits() == 0;
+  })) << "the stopping worker still holds credit";
   // A job submitted now must wait for another worker. (The broker leases
   // a job to a waiting worker in the transaction that stores it, so the
   // Submit answer already tells.)
