@@ -9,6 +9,7 @@ FERRY_PACKAGES=(
   g++ cmake ninja-build ccache pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libsqlite3-dev libspdlog-dev libgtest-dev libgmock-dev
+  libjemalloc-dev
   clang
   # The Python examples and the interop test (Debian's grpc_tools.protoc
   # imports pkg_resources but does not depend on it).
