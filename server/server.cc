@@ -35,7 +35,11 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
       new FerryServer(clock, store, std::move(options)));
   const ServerOptions& opts = server->options_;
   server->broker_ = std::make_unique<Broker>(store, clock, opts.broker);
-  FERRY_RETURN_IF_ERROR(server->broker_->Start());
+  const absl::Status loaded = server->broker_->Start();
+  // The store's integrity check may have run beside the loading above; a
+  // damaged file explains a failed load better than the query that hit it.
+  FERRY_RETURN_IF_ERROR(store->AwaitStartupCheck());
+  FERRY_RETURN_IF_ERROR(loaded);
   server->jobs_ = std::make_unique<JobsService>(server->broker_.get());
   server->workers_ = std::make_unique<WorkersService>(server->broker_.get());
 

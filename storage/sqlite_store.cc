@@ -303,18 +303,38 @@ class TypedOp final : public Op {
   const bool multi_statement_;
 };
 
+absl::Status CheckIntegrity(Connection& db, const std::string& path);
+
 class SqliteStore final : public Store {
  public:
+  // `check_in_background`: run the start-up integrity check on a reader of
+  // its own, so that it overlaps with loading the live jobs
+  // (AwaitStartupCheck has the verdict).
   SqliteStore(SqliteOptions options, std::unique_ptr<Connection> writer,
-              int lock_fd)
+              int lock_fd, bool check_in_background)
       : options_(std::move(options)),
         writer_(std::move(writer)),
         lock_fd_(lock_fd) {
     writer_thread_ = std::thread([this] { WriterLoop(); });
     completion_thread_ = std::thread([this] { CompletionLoop(); });
+    if (check_in_background) {
+      check_thread_ = std::thread([this] {
+        absl::StatusOr<std::unique_ptr<Connection>> reader = OpenReader();
+        absl::Status status = reader.ok()
+                                  ? CheckIntegrity(**reader, options_.path)
+                                  : reader.status();
+        absl::MutexLock lock(&check_mu_);
+        check_status_ = std::move(status);
+        check_done_ = true;
+      });
+    } else {
+      absl::MutexLock lock(&check_mu_);
+      check_done_ = true;
+    }
   }
 
   ~SqliteStore() override {
+    if (check_thread_.joinable()) check_thread_.join();
     {
       absl::MutexLock lock(&mu_);
       stopping_ = true;
@@ -590,6 +610,12 @@ class SqliteStore final : public Store {
           return db.Changes() > 0;
         },
         std::move(done));
+  }
+
+  absl::Status AwaitStartupCheck() override {
+    absl::MutexLock lock(&check_mu_);
+    check_mu_.Await(absl::Condition(&check_done_));
+    return check_status_;
   }
 
   void Flush() override {
@@ -969,6 +995,11 @@ class SqliteStore final : public Store {
 
   std::thread writer_thread_;
   std::thread completion_thread_;
+
+  absl::Mutex check_mu_;
+  bool check_done_ ABSL_GUARDED_BY(check_mu_) = false;
+  absl::Status check_status_ ABSL_GUARDED_BY(check_mu_);
+  std::thread check_thread_;
 };
 
 // Takes an exclusive, non-blocking lock on `<path>.lock`; the kernel drops it
@@ -1119,14 +1150,26 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
     return fail(s);
   }
   if (absl::Status s = Configure(**writer, options); !s.ok()) return fail(s);
+  // A database at the current schema needs no write before it serves: its
+  // check runs in the background, beside the loading of the live jobs
+  // (half of a restart with a million jobs queued). One that must be
+  // migrated is checked first.
+  bool check_in_background = false;
   if (options.check_integrity) {
-    if (absl::Status s = CheckIntegrity(**writer, options.path); !s.ok()) {
-      return fail(s);
+    absl::StatusOr<int64_t> version =
+        (*writer)->QueryInt("PRAGMA user_version");
+    if (!version.ok()) return fail(version.status());
+    check_in_background =
+        *version == static_cast<int64_t>(std::size(kMigrations));
+    if (!check_in_background) {
+      if (absl::Status s = CheckIntegrity(**writer, options.path); !s.ok()) {
+        return fail(s);
+      }
     }
   }
   if (absl::Status s = Migrate(**writer, options.path); !s.ok()) return fail(s);
-  return std::unique_ptr<Store>(
-      new SqliteStore(options, *std::move(writer), lock_fd));
+  return std::unique_ptr<Store>(new SqliteStore(options, *std::move(writer),
+                                                lock_fd, check_in_background));
 }
 
 }  // namespace ferry

@@ -217,6 +217,11 @@ class Store {
   // Returns after every write queued before the call has completed.
   virtual void Flush() = 0;
 
+  // The verdict of the start-up integrity check, waiting for it if it still
+  // runs (it may overlap with LoadLiveJobs): DATA_LOSS for a damaged
+  // database. Serve nothing until it is OK.
+  virtual absl::Status AwaitStartupCheck() { return absl::OkStatus(); }
+
   // ---- reads ----
 
   virtual absl::StatusOr<JobRecord> GetJob(int64_t id, bool with_payload) = 0;

@@ -9,6 +9,8 @@
 //   EXPECT_THAT(Lease(*store, created.job.id, "t1", "w1", now, kTtl), IsOk());
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -38,6 +40,29 @@ inline void PrintTo(JobState state, std::ostream* os) {
 }  // namespace ferry
 
 namespace ferry::testing {
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+}
+
+// Damages a closed Ferry database the way a bad disk would: page 2, the
+// root of the jobs table (the first table the schema makes), becomes
+// garbage, while the header and the schema still read. PRAGMA quick_check
+// then fails.
+inline void DamageJobsTable(const std::string& path) {
+  std::string bytes = ReadFile(path);
+  const size_t page_size = 4096;  // SQLite's default
+  ASSERT_GE(bytes.size(), 3 * page_size) << path;
+  for (size_t i = page_size; i < 2 * page_size; ++i) bytes[i] = '\xab';
+  WriteFile(path, bytes);
+}
 
 // Matches an OK StatusOr whose value matches `matcher`. (A candidate for
 // tests/status_matchers.h; gmock's Optional() does not apply to StatusOr.)

@@ -26,6 +26,7 @@ namespace ferry::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -236,6 +237,36 @@ TEST_F(FerrydTest, DamagedDatabaseIsRefusedWithTheFileNamed) {
   EXPECT_EQ(code, 1);
   EXPECT_THAT(all, HasSubstr(db));
   EXPECT_THAT(all, HasSubstr("damaged"));
+}
+
+TEST_F(FerrydTest, DamagedJobsTableIsRefusedBeforeServing) {
+  {
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
+                               Ferryd::Start(FERRYD_PATH, Db()));
+    v1::SubmitRequest request;
+    request.mutable_job()->set_queue("q");
+    request.mutable_job()->set_kind("k");
+    v1::SubmitResponse response;
+    ASSERT_TRUE(
+        ferryd->jobs().Submit(Context().get(), request, &response).ok());
+    ferryd->process().Signal(SIGTERM);
+    FERRY_ASSERT_OK_AND_ASSIGN(int code,
+                               ferryd->process().Wait(absl::Seconds(30)));
+    ASSERT_EQ(code, 0) << ferryd->process().Output();
+  }
+  ASSERT_NO_FATAL_FAILURE(DamageJobsTable(Db()));
+
+  // The header and schema read fine; the check (which runs beside the
+  // start-up load) finds the damage, and ferryd exits before it listens.
+  std::string all;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      int code,
+      RunCommand({FERRYD_PATH, "--listen=127.0.0.1:0", "--db=" + Db()}, {},
+                 absl::Seconds(30), nullptr, &all));
+  EXPECT_EQ(code, 1) << all;
+  EXPECT_THAT(all, HasSubstr(Db()));
+  EXPECT_THAT(all, HasSubstr("damaged"));
+  EXPECT_THAT(all, Not(HasSubstr("listening")));
 }
 
 TEST_F(FerrydTest, BadFlagIsAUsageError) {

@@ -591,7 +591,9 @@ class WorkerStreamBatchTest : public WorkerStreamTest {
     auto worker = Connect(options);
     std::optional<v1::Welcome> welcome = worker->ExpectWelcome();
     EXPECT_TRUE(welcome.has_value()) << "the Welcome must come alone";
-    if (welcome.has_value()) EXPECT_TRUE(welcome->accepts_batches());
+    if (welcome.has_value()) {
+      EXPECT_TRUE(welcome->accepts_batches());
+    }
     return worker;
   }
 

@@ -67,17 +67,6 @@ absl::StatusOr<std::string> RawSql(const std::string& path,
   return last;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << "cannot write " << path;
-}
-
 class SqliteStoreTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
@@ -94,6 +83,11 @@ class SqliteStoreTest : public ::testing::Test {
   void MakeFerryDatabase() {
     FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
     ASSERT_THAT(Create(*store, MakeJob("q", clock_.Now())), IsOk());
+  }
+
+  void MakeDamagedFerryDatabase() {
+    ASSERT_NO_FATAL_FAILURE(MakeFerryDatabase());
+    ASSERT_NO_FATAL_FAILURE(DamageJobsTable(path_));
   }
 
   ScopedTempDir dir_;
@@ -155,15 +149,25 @@ TEST_F(SqliteStoreTest, DatabaseOfAnotherApplicationIsDataLoss) {
 }
 
 TEST_F(SqliteStoreTest, DamagedFerryDatabaseIsDataLoss) {
-  ASSERT_NO_FATAL_FAILURE(MakeFerryDatabase());
-  std::string bytes = ReadFile(path_);
-  const size_t page_size = 4096;  // SQLite's default
-  ASSERT_GE(bytes.size(), 3 * page_size);
-  // Page 2 is the root of the first table made (jobs).
-  for (size_t i = page_size; i < 2 * page_size; ++i) bytes[i] = '\xab';
-  WriteFile(path_, bytes);
+  ASSERT_NO_FATAL_FAILURE(MakeDamagedFerryDatabase());
 
-  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path_)));
+  // The check runs beside the start-up load (the schema is current); its
+  // verdict comes before anything is served.
+  absl::StatusOr<std::unique_ptr<Store>> store = Open();
+  ASSERT_THAT(store, IsOk());
+  EXPECT_THAT((*store)->AwaitStartupCheck(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(path_)));
+}
+
+TEST_F(SqliteStoreTest, DamagedDatabaseIsNotCheckedWhenTheCheckIsOff) {
+  ASSERT_NO_FATAL_FAILURE(MakeDamagedFerryDatabase());
+
+  SqliteOptions options;
+  options.path = path_;
+  options.check_integrity = false;
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenSqliteStore(options);
+  ASSERT_THAT(store, IsOk());
+  EXPECT_THAT((*store)->AwaitStartupCheck(), IsOk());
 }
 
 TEST_F(SqliteStoreTest, SchemaNewerThanThisBinaryIsFailedPrecondition) {
