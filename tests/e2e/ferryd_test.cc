@@ -240,31 +240,25 @@ TEST_F(FerrydTest, DamagedDatabaseIsRefusedWithTheFileNamed) {
 }
 
 TEST_F(FerrydTest, DamagedJobsTableIsRefusedBeforeServing) {
+  const std::string db = dir_.path() + "/ferry.db";
   {
-    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
-                               Ferryd::Start(FERRYD_PATH, Db()));
-    v1::SubmitRequest request;
-    request.mutable_job()->set_queue("q");
-    request.mutable_job()->set_kind("k");
-    v1::SubmitResponse response;
-    ASSERT_TRUE(
-        ferryd->jobs().Submit(Context().get(), request, &response).ok());
-    ferryd->process().Signal(SIGTERM);
-    FERRY_ASSERT_OK_AND_ASSIGN(int code,
-                               ferryd->process().Wait(absl::Seconds(30)));
-    ASSERT_EQ(code, 0) << ferryd->process().Output();
+    // A real Ferry database with a job in it, written by the store itself.
+    SqliteOptions options;
+    options.path = db;
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                               OpenSqliteStore(options));
+    ASSERT_THAT(Create(*store, MakeJob("q", absl::Now())), IsOk());
   }
-  ASSERT_NO_FATAL_FAILURE(DamageJobsTable(Db()));
+  ASSERT_NO_FATAL_FAILURE(DamageJobsTable(db));
 
   // The header and schema read fine; the check (which runs beside the
   // start-up load) finds the damage, and ferryd exits before it listens.
   std::string all;
   FERRY_ASSERT_OK_AND_ASSIGN(
-      int code,
-      RunCommand({FERRYD_PATH, "--listen=127.0.0.1:0", "--db=" + Db()}, {},
-                 absl::Seconds(30), nullptr, &all));
+      int code, RunCommand({FERRYD_PATH, "--listen=127.0.0.1:0", "--db=" + db},
+                           {}, absl::Seconds(30), nullptr, &all));
   EXPECT_EQ(code, 1) << all;
-  EXPECT_THAT(all, HasSubstr(Db()));
+  EXPECT_THAT(all, HasSubstr(db));
   EXPECT_THAT(all, HasSubstr("damaged"));
   EXPECT_THAT(all, Not(HasSubstr("listening")));
 }
