@@ -18,6 +18,11 @@
 #   --peers: comma-separated subset of beanstalkd-binlog-fsync,
 #            redis-aof-always, postgres-sync-commit, beanstalkd-no-binlog
 #            (ferry always runs: the ratios are to it).
+#   --ferry-bench-args: extra ferry-bench flags for Ferry's runs; default
+#            "--inline_handlers" (the no-op handler runs on the worker's
+#            network thread, as the drivers run theirs on their event
+#            loop). "--batch=100" measures SubmitBatch; "" the SDK's
+#            default thread per slot.
 #   --jobs=auto (default): from the fsync probe, enough jobs that the
 #            slowest durable peer (beanstalkd -f 0: two fsyncs per job, one
 #            at a time) runs for about 12 s, the others (which group their
@@ -38,7 +43,7 @@ ROUNDS=3
 PEERS=$(IFS=,; echo "${ALL_PEERS[*]}")
 OUT=
 RUN_TIMEOUT=600
-FERRY_BENCH_ARGS=
+FERRY_BENCH_ARGS=--inline_handlers
 INSTALL=1
 BUILD=1
 for arg in "$@"; do
@@ -450,7 +455,7 @@ REPORT=$OUT/report.md
   echo "**Settings.** Each run starts its server fresh on 127.0.0.1:PORT in an empty directory DIR under $(dirname "$WORK"), and removes it after."
   echo
   echo "- ferry: \`ferryd --listen=127.0.0.1:PORT --db=DIR/db/ferry.db\` (every other flag default: --sync=full);" \
-    "client \`ferry-bench --mode=e2e --producers=$PRODUCERS --workers=$WORKERS --jobs=$JOBS --json${FERRY_BENCH_ARGS:+ $FERRY_BENCH_ARGS}\` (unary Submit, worker SDK, --slots default 16 per worker)"
+    "client \`ferry-bench --mode=e2e --producers=$PRODUCERS --workers=$WORKERS --jobs=$JOBS --json${FERRY_BENCH_ARGS:+ $FERRY_BENCH_ARGS}\` (worker SDK, --slots default 16 per worker; unary Submit unless --batch)"
   for peer in "${PEERS_RUN[@]}"; do
     case $peer in
       beanstalkd-binlog-fsync) echo "- $peer: \`beanstalkd -l 127.0.0.1 -p PORT -b DIR/binlog -f 0\` (fsync before each reply); put / reserve-with-timeout / delete" ;;
