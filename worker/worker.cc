@@ -84,17 +84,18 @@ struct Worker::Running {
   absl::Time started;
 };
 
-// One Workers.Connect stream on gRPC's callback API: what the broker sends
-// is handled on gRPC's threads as it arrives (no thread of ours waits on the
-// stream), and writes are queued and go out one at a time, in order.
-//
-// Use: Bind, queue the Hello with Write, StartCall, then Wait for the end.
-// A hold keeps the call open until no write can be started any more, so a
-// Write racing with the end of the stream never touches a finished call.
 // What one WorkerMessage.batch bundles at most.
 constexpr int kMaxBatchMessages = 256;
 constexpr size_t kMaxBatchBytes = 256 << 10;
 
+// One Workers.Connect stream on gRPC's callback API: what the broker sends
+// is handled on gRPC's threads as it arrives (no thread of ours waits on the
+// stream), and writes are queued and go out in order, one at a time or,
+// once the broker has said it accepts them, several in one batch.
+//
+// Use: Bind, queue the Hello with Write, StartCall, then Wait for the end.
+// A hold keeps the call open until no write can be started any more, so a
+// Write racing with the end of the stream never touches a finished call.
 class Worker::Connection final
     : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::ServerMessage> {
  public:
