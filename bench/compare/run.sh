@@ -14,7 +14,8 @@
 #
 # Usage: bench/compare/run.sh [--jobs=N|auto] [--producers=8] [--workers=8]
 #          [--rounds=3] [--peers=LIST] [--out=DIR] [--run-timeout=600]
-#          [--ferry-bench-args="..."] [--no-install] [--no-build]
+#          [--ferry-bench-args="..."] [--ferry-batch=K] [--no-install]
+#          [--no-build]
 #   --peers: comma-separated subset of beanstalkd-binlog-fsync,
 #            redis-aof-always, postgres-sync-commit, beanstalkd-no-binlog
 #            (ferry always runs: the ratios are to it).
@@ -23,6 +24,10 @@
 #            network thread, as the drivers run theirs on their event
 #            loop). "--batch=100" measures SubmitBatch; "" the SDK's
 #            default thread per slot.
+#   --ferry-batch=K: each round also runs "ferry-batch": Ferry with its
+#            producers sending SubmitBatch calls of K jobs (the peers still
+#            send one job per request); the report gives its ratio to each
+#            peer.
 #   --jobs=auto (default): from the fsync probe, enough jobs that the
 #            slowest durable peer (beanstalkd -f 0: two fsyncs per job, one
 #            at a time) runs for about 12 s, the others (which group their
@@ -44,6 +49,7 @@ PEERS=$(IFS=,; echo "${ALL_PEERS[*]}")
 OUT=
 RUN_TIMEOUT=600
 FERRY_BENCH_ARGS=--inline_handlers
+FERRY_BATCH=0
 INSTALL=1
 BUILD=1
 for arg in "$@"; do
@@ -56,6 +62,7 @@ for arg in "$@"; do
     --out=*) OUT=${arg#*=} ;;
     --run-timeout=*) RUN_TIMEOUT=${arg#*=} ;;
     --ferry-bench-args=*) FERRY_BENCH_ARGS=${arg#*=} ;;
+    --ferry-batch=*) FERRY_BATCH=${arg#*=} ;;
     --no-install) INSTALL=0 ;;
     --no-build) BUILD=0 ;;
     -h | --help)
@@ -255,7 +262,7 @@ load_before=$(uptime | sed 's/.*load average: //')
 
 version_of() {
   case $1 in
-    ferry) echo "ferry $git_rev" ;;
+    ferry | ferry-batch) echo "ferry $git_rev" ;;
     beanstalkd-*) beanstalkd -v 2>&1 | head -1 ;;
     redis-*) redis-server --version | awk '{print $1, $2, $3}' ;;
     postgres-*) "$PG_BIN/postgres" --version ;;
@@ -301,7 +308,7 @@ start_server() {
   mkdir -m 755 "$RUN_DIR" || return 1
   PORT=$(free_port) || return 1
   case $peer in
-    ferry)
+    ferry | ferry-batch)
       "$FERRYD" --listen="127.0.0.1:$PORT" --db="$RUN_DIR/db/ferry.db" >"$RUN_DIR/server.log" 2>&1 &
       SERVER_PID=$!
       ;;
@@ -346,8 +353,9 @@ EOF
 client_command() {
   local peer=$1 extra
   case $peer in
-    ferry)
+    ferry | ferry-batch)
       read -r -a extra <<<"$FERRY_BENCH_ARGS"
+      [ "$peer" = ferry-batch ] && extra+=(--batch="$FERRY_BATCH")
       CMD=("$FERRY_BENCH" --broker="127.0.0.1:$PORT" --mode=e2e --producers="$PRODUCERS"
         --workers="$WORKERS" --jobs="$JOBS" --timeout="${RUN_TIMEOUT}s" --json "${extra[@]}")
       ;;
@@ -397,7 +405,7 @@ run_one() {
   else
     client_cpu=$(times_to_s "$(tail -1 "$RUN_DIR/client.times")")
     server_cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN {printf "%.3f", b - a}')
-    [ "$peer" = ferry ] && json="{\"peer\":\"ferry\",${json#\{}"
+    case $peer in ferry | ferry-batch) json="{\"peer\":\"$peer\",${json#\{}" ;; esac
     json="${json%\}},\"round\":$round,\"server_cpu_s\":$server_cpu,\"client_cpu_s\":$client_cpu,\"load1\":$load1,\"fsync_us\":$run_fsync_us}"
     echo "$json" >>"$RESULTS"
     log "  $(sed -n 's/.*"jobs_per_s":\([0-9]*\).*/\1/p' <<<"$json") jobs/s"
@@ -417,6 +425,7 @@ record_failure() {
 
 for round in $(seq "$ROUNDS"); do
   run_one ferry "$round"
+  if ((FERRY_BATCH > 0)); then run_one ferry-batch "$round"; fi
   for peer in "${PEERS_RUN[@]}"; do
     run_one "$peer" "$round"
   done
@@ -456,6 +465,9 @@ REPORT=$OUT/report.md
   echo
   echo "- ferry: \`ferryd --listen=127.0.0.1:PORT --db=DIR/db/ferry.db\` (every other flag default: --sync=full);" \
     "client \`ferry-bench --mode=e2e --producers=$PRODUCERS --workers=$WORKERS --jobs=$JOBS --json${FERRY_BENCH_ARGS:+ $FERRY_BENCH_ARGS}\` (worker SDK, --slots default 16 per worker; unary Submit unless --batch)"
+  if ((FERRY_BATCH > 0)); then
+    echo "- ferry-batch: the same ferryd; client as ferry plus \`--batch=$FERRY_BATCH\` (SubmitBatch of $FERRY_BATCH jobs per call)"
+  fi
   for peer in "${PEERS_RUN[@]}"; do
     case $peer in
       beanstalkd-binlog-fsync) echo "- $peer: \`beanstalkd -l 127.0.0.1 -p PORT -b DIR/binlog -f 0\` (fsync before each reply); put / reserve-with-timeout / delete" ;;
@@ -466,7 +478,7 @@ REPORT=$OUT/report.md
   done
   echo "- drivers: \`bench/compare/ferry-compare-* --producers=$PRODUCERS --workers=$WORKERS --jobs=$JOBS\`: one epoll thread, one request in flight per connection, 100-byte payloads"
   echo
-  echo "Reproduce: \`bench/compare/run.sh --jobs=$JOBS --producers=$PRODUCERS --workers=$WORKERS --rounds=$ROUNDS\`. Raw lines: $RESULTS"
+  echo "Reproduce: \`bench/compare/run.sh --jobs=$JOBS --producers=$PRODUCERS --workers=$WORKERS --rounds=$ROUNDS$( ((FERRY_BATCH > 0)) && echo " --ferry-batch=$FERRY_BATCH")\`. Raw lines: $RESULTS"
 } >"$REPORT"
 cat "$REPORT"
 if ((FAILURES > 0)); then

@@ -20,6 +20,7 @@ import sys
 # Order and description of the peers run.sh knows.
 PEERS = [
     ("ferry", "yes", "ferryd, default settings (--sync=full)"),
+    ("ferry-batch", "yes", "the same ferryd, producers send SubmitBatch"),
     ("beanstalkd-binlog-fsync", "yes", "beanstalkd -b DIR -f 0"),
     ("redis-aof-always", "yes", "redis-server appendonly yes, appendfsync always"),
     ("postgres-sync-commit", "yes", "PostgreSQL, fsync=on, synchronous_commit=on"),
@@ -69,6 +70,7 @@ def main(path, runs_only):
     order = known + sorted(p for p in runs if p not in known)
     durable = {p: d for p, d, _ in PEERS}
     failed_any = False
+    medians = {}
     for peer in order:
         if peer not in runs:
             continue
@@ -80,6 +82,7 @@ def main(path, runs_only):
             continue
         rates = [r["jobs_per_s"] for r in good]
         median = statistics.median(rates)
+        medians[peer] = median
         server = statistics.median(r["server_cpu_s"] / r["jobs"] * 1e6 for r in good)
         client = statistics.median(r["client_cpu_s"] / r["jobs"] * 1e6 for r in good)
         load = statistics.median(r.get("load1", float("nan")) for r in good)
@@ -94,6 +97,12 @@ def main(path, runs_only):
         print(f"| {peer} | {durable.get(peer, '?')} | {fmt_rate(median)} "
               f"| {fmt_rate(min(rates))}–{fmt_rate(max(rates))} | {ratio} | {inverse} "
               f"| {server:.0f} | {client:.0f} | {fmt_num(load, 1)} | {fmt_num(fsync)} | {len(good)}/{total} |")
+    if "ferry-batch" in medians:
+        batch = medians["ferry-batch"]
+        parts = [f"{peer} {batch / m:.2f}×" for peer, m in medians.items()
+                 if not peer.startswith("ferry") and m > 0]
+        print()
+        print("ferry-batch ÷ peer (medians from this run): " + ", ".join(parts) + ".")
     return 1 if failed_any else 0
 
 
