@@ -5,14 +5,11 @@
 #include "absl/strings/str_cat.h"
 
 namespace ferry {
-namespace {
 
 bool IsNameChar(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
          c == '_' || c == ':' || c == '-';
 }
-
-}  // namespace
 
 absl::Status ValidateName(absl::string_view what, absl::string_view name,
                           size_t max_length) {

@@ -14,6 +14,9 @@ namespace ferry {
 
 inline constexpr size_t kMaxNameLength = 128;
 
+// A character names may hold anywhere ([A-Za-z0-9._:-]).
+bool IsNameChar(char c);
+
 // 1..max_length characters of [A-Za-z0-9._:-], the first a letter or
 // digit. INVALID_ARGUMENT names the field (`what`: "queue", "kind", ...)
 // and the rule.

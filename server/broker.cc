@@ -7,7 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "base/log_format.h"
 #include "base/status_macros.h"
-#include "server/backoff.h"
+#include "base/backoff.h"
 #include "server/convert.h"
 #include "server/token.h"
 

@@ -12,10 +12,12 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/backoff.h"
 #include "base/log_format.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "proto/grpc_status.h"
+#include "proto/names.h"
 #include "proto/time_util.h"
 
 namespace ferry {
@@ -60,7 +62,8 @@ void JobContext::OnStop(absl::AnyInvocable<void()> fn) {
 
 bool JobContext::WaitForStop(absl::Duration timeout) const {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(absl::Condition(&stop_requested_), timeout);
+  return mu_.AwaitWithTimeout(absl::Condition(this, &JobContext::StopRequested),
+                              timeout);
 }
 
 void JobContext::Stop(StopReason reason) {
@@ -69,7 +72,6 @@ void JobContext::Stop(StopReason reason) {
     absl::MutexLock lock(&mu_);
     if (reason_ != StopReason::kNone) return;
     reason_ = reason;
-    stop_requested_ = true;
     callbacks.swap(on_stop_);
   }
   for (auto& fn : callbacks) fn();
@@ -264,25 +266,20 @@ class Worker::Connection final
 
 namespace {
 
-std::string DefaultWorkerId() {
-  char host[256] = {};
-  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
-    std::snprintf(host, sizeof(host), "worker");
-  }
-  std::string id = absl::StrCat(host, "-", getpid());
-  for (char& c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
-        c != ':' && c != '-') {
-      c = '-';
-    }
-  }
-  return id.substr(0, 128);
-}
-
 std::string Hostname() {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   return host;
+}
+
+// "<hostname>-<pid>", made a valid name.
+std::string DefaultWorkerId() {
+  const std::string host = Hostname();
+  std::string id = absl::StrCat(host.empty() ? "worker" : host, "-", getpid());
+  for (char& c : id) {
+    if (!IsNameChar(c)) c = '-';
+  }
+  return id.substr(0, kMaxNameLength);
 }
 
 }  // namespace
@@ -314,12 +311,8 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
   stub_ = v1::Workers::NewStub(channel_);
 }
 
-Worker::~Worker() {
-  Stop();
-  absl::MutexLock lock(&mu_);
-  quit_ = true;
-  mu_.Await(absl::Condition(this, &Worker::NoThreads));
-}
+// Run() has joined its threads before it returned.
+Worker::~Worker() { Stop(); }
 
 void Worker::Handle(std::string kind, Handler handler) {
   handlers_[std::move(kind)] = std::move(handler);
@@ -373,7 +366,6 @@ absl::Status Worker::Run() {
       options_.inline_handlers ? 0 : options_.concurrency;
   {
     absl::MutexLock lock(&mu_);
-    threads_ = handler_threads + 1;
     quit_ = false;
   }
   for (int i = 0; i < handler_threads; ++i) {
@@ -389,18 +381,12 @@ absl::Status Worker::Run() {
         }
         RunJob(std::move(job));
       }
-      absl::MutexLock lock(&mu_);
-      --threads_;
     });
   }
-  threads.emplace_back([this] {
-    HeartbeatLoop();
-    absl::MutexLock lock(&mu_);
-    --threads_;
-  });
+  threads.emplace_back([this] { HeartbeatLoop(); });
 
   absl::Status result = absl::OkStatus();
-  absl::Duration backoff = options_.reconnect_initial;
+  int attempt = 0;  // reconnects since the last Welcome
   absl::BitGen bitgen;
   while (true) {
     bool welcomed = false;
@@ -423,13 +409,13 @@ absl::Status Worker::Run() {
       result = status;
       break;
     }
-    if (welcomed) backoff = options_.reconnect_initial;
+    if (welcomed) attempt = 0;
     const absl::Duration wait =
-        backoff * absl::Uniform<double>(bitgen, 0.5, 1.0);
+        RetryBackoff(++attempt, options_.reconnect_initial,
+                     options_.reconnect_max, absl::Uniform(bitgen, 0.0, 1.0));
     spdlog::warn(
         "broker connection lost broker={} status=\"{}\" reconnect_in_ms={}",
         options_.broker, status.ToString(), absl::ToInt64Milliseconds(wait));
-    backoff = std::min(backoff * 2, options_.reconnect_max);
     // Wait, but wake early when a stop makes waiting pointless.
     mu_.AwaitWithTimeout(absl::Condition(this, &Worker::StoppedAndQuiet), wait);
   }

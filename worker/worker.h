@@ -77,11 +77,14 @@ class JobContext {
   bool TakeProgress(v1::Progress* progress);
 
  private:
+  bool StopRequested() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return reason_ != StopReason::kNone;
+  }
+
   const v1::Job job_;
   const absl::Time deadline_;
   mutable absl::Mutex mu_;
   StopReason reason_ ABSL_GUARDED_BY(mu_) = StopReason::kNone;
-  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<absl::AnyInvocable<void()>> on_stop_ ABSL_GUARDED_BY(mu_);
   bool has_progress_ ABSL_GUARDED_BY(mu_) = false;
   v1::Progress progress_ ABSL_GUARDED_BY(mu_);
@@ -174,9 +177,6 @@ class Worker {
   bool StoppedAndQuiet() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ && Quiet();
   }
-  bool NoThreads() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return threads_ == 0;
-  }
   void Dispatch(v1::Assignment assignment);
   void RunJob(std::shared_ptr<Running> job);
   void HeartbeatLoop();
@@ -206,7 +206,6 @@ class Worker {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;  // until the stream ends
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool quit_ ABSL_GUARDED_BY(mu_) = false;  // threads exit
-  int threads_ ABSL_GUARDED_BY(mu_) = 0;    // handler threads alive
 };
 
 }  // namespace ferry

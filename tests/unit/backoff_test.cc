@@ -1,6 +1,6 @@
 // RetryBackoff: the delay before the next attempt after a failed one.
 
-#include "server/backoff.h"
+#include "base/backoff.h"
 
 #include <cstdint>
 

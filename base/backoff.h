@@ -1,5 +1,5 @@
-#ifndef FERRY_SERVER_BACKOFF_H_
-#define FERRY_SERVER_BACKOFF_H_
+#ifndef FERRY_BASE_BACKOFF_H_
+#define FERRY_BASE_BACKOFF_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -22,4 +22,4 @@ inline absl::Duration RetryBackoff(int32_t attempt, absl::Duration initial,
 
 }  // namespace ferry
 
-#endif  // FERRY_SERVER_BACKOFF_H_
+#endif  // FERRY_BASE_BACKOFF_H_
