@@ -5,9 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/backoff.h"
 #include "base/log_format.h"
 #include "base/status_macros.h"
-#include "base/backoff.h"
 #include "server/convert.h"
 #include "server/token.h"
 
@@ -801,12 +801,22 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
       session.identity.peer, absl::StrJoin(session.identity.queues, ","),
       initial_credits, resumed);
   if (initial_credits > 0) {
-    session.credits = std::min(initial_credits, options_.max_credits);
-    MarkHungry(session);
-    const std::vector<std::string> queues = session.identity.queues;
-    for (const std::string& queue : queues) Dispatch(queue, kicks);
+    GrantCredits(session, initial_credits, /*reset=*/false, kicks);
   }
   return handle;
+}
+
+void Broker::GrantCredits(Session& session, int64_t credits, bool reset,
+                          KickList& kicks) {
+  // A reset may lower the count; a session with none is skipped (lazily)
+  // when it comes up in a queue's hungry list.
+  session.credits =
+      std::min((reset ? 0 : session.credits) + credits, options_.max_credits);
+  MarkHungry(session);
+  // Dispatch adds and removes no session: `session` stays valid.
+  for (const std::string& queue : session.identity.queues) {
+    Dispatch(queue, kicks);
+  }
 }
 
 void Broker::AddCredit(uint64_t handle, int64_t credits, bool reset) {
@@ -814,15 +824,8 @@ void Broker::AddCredit(uint64_t handle, int64_t credits, bool reset) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(handle);
   if (it == sessions_.end() || credits < 0) return;
-  Session& session = it->second;
-  session.last_seen = clock_->Now();
-  // A reset may lower the count; a session with none is skipped (lazily)
-  // when it comes up in a queue's hungry list.
-  session.credits =
-      std::min((reset ? 0 : session.credits) + credits, options_.max_credits);
-  MarkHungry(session);
-  const std::vector<std::string> queues = session.identity.queues;
-  for (const std::string& queue : queues) Dispatch(queue, kicks);
+  it->second.last_seen = clock_->Now();
+  GrantCredits(it->second, credits, reset, kicks);
 }
 
 void Broker::Heartbeat(uint64_t handle, const v1::Heartbeat& heartbeat) {
@@ -878,13 +881,23 @@ void Broker::RecordProgress(const LeaseState& lease, const std::string& token,
       });
 }
 
-void Broker::Complete(uint64_t handle, std::string token, Outcome outcome) {
+void Broker::Complete(uint64_t handle, std::string token, Outcome outcome,
+                      int64_t credits) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(handle);
   if (it == sessions_.end()) return;
+  Session& session = it->second;
   const absl::Time now = clock_->Now();
-  it->second.last_seen = now;
+  session.last_seen = now;
+  EndReportedAttempt(handle, token, std::move(outcome), now, kicks);
+  // Nothing above adds or removes a session: `session` is still valid.
+  if (credits > 0) GrantCredits(session, credits, /*reset=*/false, kicks);
+}
+
+void Broker::EndReportedAttempt(uint64_t handle, const std::string& token,
+                                Outcome outcome, absl::Time now,
+                                KickList& kicks) {
   std::string why;
   LeaseState* lease = FindLease(token, handle, &why);
   if (lease == nullptr) {

@@ -162,8 +162,10 @@ class Broker {
   // Extends the listed leases; records progress when given.
   void Heartbeat(uint64_t session, const v1::Heartbeat& heartbeat);
   // Ends the attempt; the session gets a ResultAck once it is durable, or
-  // LeaseLost if the token is not the job's current lease.
-  void Complete(uint64_t session, std::string token, Outcome outcome);
+  // LeaseLost if the token is not the job's current lease. `credits` come
+  // back with the result (Result.credits), as if AddCredit followed.
+  void Complete(uint64_t session, std::string token, Outcome outcome,
+                int64_t credits = 0);
   // The stream is gone. Its leases stay until they expire, so the worker
   // can reconnect and re-bind them.
   void CloseSession(uint64_t session);
@@ -287,6 +289,14 @@ class Broker {
   Session* PopHungry(const std::string& name, QueueState& queue)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkHungry(Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Complete's work once the session is known: acks, LeaseLost, or the end
+  // of the attempt.
+  void EndReportedAttempt(uint64_t handle, const std::string& token,
+                          Outcome outcome, absl::Time now, KickList& kicks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `credits` (or sets them, `reset`) and dispatches to the session.
+  void GrantCredits(Session& session, int64_t credits, bool reset,
+                    KickList& kicks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes one credit from `session` and records a granting lease; returns
   // its token. `job_id` is 0 for a job not stored yet.
   std::string Grant(Session& session, const std::string& queue, int64_t job_id)

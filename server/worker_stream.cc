@@ -38,22 +38,21 @@ void WorkerStream::Close(absl::Status status) {
 void WorkerStream::Kick() {
   absl::Status finish;
   bool more = false;
-  std::vector<v1::ServerMessage> queued;
   const size_t max_messages = batches_.load() ? kMaxBatchMessages : 1;
-  switch (writes_.NextBatch(
-      &queued, &finish, &more, max_messages, kMaxBatchBytes,
-      [](const v1::ServerMessage& msg) { return msg.ByteSizeLong(); })) {
+  // Messages queued together (the acks of one commit, say) leave as one
+  // batch if the worker takes batches, else in one write to the socket.
+  switch (writes_.NextMerged(
+      &out_, &finish, &more, max_messages, kMaxBatchBytes,
+      [](const v1::ServerMessage& msg) { return msg.ByteSizeLong(); },
+      [](v1::ServerMessage* batch, v1::ServerMessage&& next) {
+        if (!batch->has_batch()) {
+          v1::ServerMessage first = std::move(*batch);
+          batch->Clear();
+          *batch->mutable_batch()->add_messages() = std::move(first);
+        }
+        *batch->mutable_batch()->add_messages() = std::move(next);
+      })) {
     case WriteQueue<v1::ServerMessage>::Action::kWrite:
-      // Messages queued together (the acks of one commit, say) leave as one
-      // batch if the worker takes batches, else in one write to the socket.
-      if (queued.size() == 1) {
-        out_ = std::move(queued.front());
-      } else {
-        out_.Clear();
-        auto* messages = out_.mutable_batch()->mutable_messages();
-        messages->Reserve(static_cast<int>(queued.size()));
-        for (v1::ServerMessage& msg : queued) *messages->Add() = std::move(msg);
-      }
       StartWrite(&out_, more ? grpc::WriteOptions().set_buffer_hint()
                              : grpc::WriteOptions());
       break;
@@ -125,6 +124,11 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
     return absl::InvalidArgumentError(
         "the first message on Workers.Connect must be a Hello");
   }
+  return HandleInSession(session, msg);
+}
+
+absl::Status WorkerStream::HandleInSession(uint64_t session,
+                                           const v1::WorkerMessage& msg) {
   switch (msg.msg_case()) {
     case v1::WorkerMessage::kCredit:
       broker_->AddCredit(session, msg.credit().credits(), msg.credit().reset());
@@ -138,7 +142,7 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
           return absl::InvalidArgumentError(
               "a WorkerMessage batch may not hold a Hello or another batch");
         }
-        FERRY_RETURN_IF_ERROR(Handle(inner));
+        FERRY_RETURN_IF_ERROR(HandleInSession(session, inner));
       }
       return absl::OkStatus();
     case v1::WorkerMessage::kResult: {
@@ -146,11 +150,8 @@ absl::Status WorkerStream::Handle(const v1::WorkerMessage& msg) {
           Outcome outcome,
           OutcomeFromResult(msg.result(),
                             broker_->options().policy.max_payload_bytes));
-      broker_->Complete(session, msg.result().lease_token(),
-                        std::move(outcome));
-      if (msg.result().credits() > 0) {
-        broker_->AddCredit(session, msg.result().credits(), /*reset=*/false);
-      }
+      broker_->Complete(session, msg.result().lease_token(), std::move(outcome),
+                        msg.result().credits());
       return absl::OkStatus();
     }
     default:

@@ -41,6 +41,8 @@ class WorkerStream final
  private:
   // Handles one message; an error ends the stream with it.
   absl::Status Handle(const v1::WorkerMessage& msg);
+  // A message after the Hello, for the open `session`.
+  absl::Status HandleInSession(uint64_t session, const v1::WorkerMessage& msg);
   absl::Status Hello(const v1::Hello& hello);
   // Detaches from the broker and finishes with `status` once queued
   // messages are written. Idempotent.

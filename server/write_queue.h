@@ -3,7 +3,6 @@
 
 #include <deque>
 #include <utility>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -39,29 +38,34 @@ class WriteQueue {
   // and go out with them in one syscall).
   // kFinish: finish the call with `*status` (returned once).
   Action Next(Item* item, absl::Status* status, bool* more) {
-    std::vector<Item> items;
-    const Action action = NextBatch(&items, status, more, 1, 0,
-                                    [](const Item&) { return size_t{0}; });
-    if (action == Action::kWrite) *item = std::move(items.front());
-    return action;
+    return NextMerged(
+        item, status, more, /*max_items=*/1, /*max_bytes=*/0,
+        [](const Item&) { return size_t{0}; }, [](Item*, Item&&) {});
   }
 
-  // Like Next, but a write may take several queued items at once, in
-  // order, into `*items`: up to `max_items`, while their `size` adds up to
-  // at most `max_bytes` (the first is always taken).
-  template <typename SizeFn>
-  Action NextBatch(std::vector<Item>* items, absl::Status* status, bool* more,
-                   size_t max_items, size_t max_bytes, SizeFn size) {
+  // Like Next, but up to `max_items` queued items leave in one write: each
+  // one after the first is handed to `merge(item, next)` while their `size`
+  // adds up to at most `max_bytes` (the first is always taken; sizes are
+  // only computed when there is a second item to consider).
+  template <typename SizeFn, typename MergeFn>
+  Action NextMerged(Item* item, absl::Status* status, bool* more,
+                    size_t max_items, size_t max_bytes, SizeFn size,
+                    MergeFn merge) {
     absl::MutexLock lock(&mu_);
     if (done_ || writing_ || finished_) return Action::kNothing;
     if (!pending_.empty()) {
       writing_ = true;
-      size_t bytes = 0;
-      while (!pending_.empty() && items->size() < max_items) {
-        if (max_items > 1) bytes += size(pending_.front());
-        if (!items->empty() && bytes > max_bytes) break;
-        items->push_back(std::move(pending_.front()));
-        pending_.pop_front();
+      *item = std::move(pending_.front());
+      pending_.pop_front();
+      if (max_items > 1 && !pending_.empty()) {
+        size_t bytes = size(*item);
+        for (size_t count = 1; count < max_items && !pending_.empty();
+             ++count) {
+          bytes += size(pending_.front());
+          if (bytes > max_bytes) break;
+          merge(item, std::move(pending_.front()));
+          pending_.pop_front();
+        }
       }
       *more = !pending_.empty();
       return Action::kWrite;
