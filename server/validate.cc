@@ -1,7 +1,5 @@
 #include "server/validate.h"
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/convert.h"

@@ -197,8 +197,7 @@ absl::StatusOr<std::optional<JobRecord>> StepJob(Statement& stmt,
   FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return std::nullopt;
   JobRecord job = ReadJob(stmt, with_payload);
-  // Finish the statement so that an UPDATE ... RETURNING is complete.
-  FERRY_RETURN_IF_ERROR(stmt.Run());
+  FERRY_RETURN_IF_ERROR(stmt.Run());  // finishes the statement
   return job;
 }
 
@@ -320,16 +319,12 @@ class SqliteStore final : public Store {
     if (check_in_background) {
       check_thread_ = std::thread([this] {
         absl::StatusOr<std::unique_ptr<Connection>> reader = OpenReader();
-        absl::Status status = reader.ok()
-                                  ? CheckIntegrity(**reader, options_.path)
-                                  : reader.status();
-        absl::MutexLock lock(&check_mu_);
-        check_status_ = std::move(status);
-        check_done_ = true;
+        check_status_ = reader.ok() ? CheckIntegrity(**reader, options_.path)
+                                    : reader.status();
+        checked_.Notify();
       });
     } else {
-      absl::MutexLock lock(&check_mu_);
-      check_done_ = true;
+      checked_.Notify();
     }
   }
 
@@ -447,11 +442,11 @@ class SqliteStore final : public Store {
               db.Prepare("UPDATE jobs SET state = 2, attempt = attempt - 1, "
                          "updated_at = ?1, lease_token = NULL, "
                          "lease_deadline = NULL, worker_id = '' "
-                         "WHERE id = ?2 AND state = 3 AND lease_token = ?3 "
-                         "RETURNING " JOB_COLUMNS));
+                         "WHERE id = ?2 AND state = 3 AND lease_token = ?3"));
           stmt.Bind(ToMicros(now), id, token);
-          FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
-                                 StepJob(stmt, /*with_payload=*/false));
+          FERRY_ASSIGN_OR_RETURN(
+              std::optional<JobRecord> job,
+              UpdateJob(db, stmt, id, /*with_payload=*/false));
           if (!job) return LeaseMismatch(db, id);
           return *std::move(job);
         },
@@ -469,11 +464,11 @@ class SqliteStore final : public Store {
               Statement stmt,
               db.Prepare("UPDATE jobs SET progress_percent = ?1, "
                          "progress_message = ?2, updated_at = ?3 "
-                         "WHERE id = ?4 AND state = 3 AND lease_token = ?5 "
-                         "RETURNING " JOB_COLUMNS));
+                         "WHERE id = ?4 AND state = 3 AND lease_token = ?5"));
           stmt.Bind(percent, message, ToMicros(now), id, token);
-          FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
-                                 StepJob(stmt, /*with_payload=*/false));
+          FERRY_ASSIGN_OR_RETURN(
+              std::optional<JobRecord> job,
+              UpdateJob(db, stmt, id, /*with_payload=*/false));
           if (!job) return LeaseMismatch(db, id);
           return *std::move(job);
         },
@@ -506,10 +501,11 @@ class SqliteStore final : public Store {
               db.Prepare("UPDATE jobs SET state = 6, updated_at = ?1, "
                          "finished_at = ?1, last_error = ?2, "
                          "lease_token = NULL, lease_deadline = NULL "
-                         "WHERE id = ?3 RETURNING " JOB_COLUMNS));
+                         "WHERE id = ?3"));
           stmt.Bind(ToMicros(now), reason, id);
-          FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
-                                 StepJob(stmt, /*with_payload=*/false));
+          FERRY_ASSIGN_OR_RETURN(
+              std::optional<JobRecord> job,
+              UpdateJob(db, stmt, id, /*with_payload=*/false));
           if (!job) return NotFound(id);
           result.job = *std::move(job);
           return result;
@@ -527,11 +523,11 @@ class SqliteStore final : public Store {
                          "run_at = ?1, updated_at = ?1, finished_at = NULL, "
                          "result = NULL, progress_percent = 0, "
                          "progress_message = '' "
-                         "WHERE id = ?2 AND state IN (5, 6) "
-                         "RETURNING " JOB_COLUMNS));
+                         "WHERE id = ?2 AND state IN (5, 6)"));
           stmt.Bind(ToMicros(now), id);
-          FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
-                                 StepJob(stmt, /*with_payload=*/false));
+          FERRY_ASSIGN_OR_RETURN(
+              std::optional<JobRecord> job,
+              UpdateJob(db, stmt, id, /*with_payload=*/false));
           if (!job) {
             return WrongState(db, id,
                               "only FAILED or CANCELLED jobs can be "
@@ -613,8 +609,7 @@ class SqliteStore final : public Store {
   }
 
   absl::Status AwaitStartupCheck() override {
-    absl::MutexLock lock(&check_mu_);
-    check_mu_.Await(absl::Condition(&check_done_));
+    checked_.WaitForNotification();
     return check_status_;
   }
 
@@ -834,8 +829,6 @@ class SqliteStore final : public Store {
     return absl::FromUnixMicros(stmt.Int(0));
   }
 
-  // Explains why an update keyed by a lease token matched nothing.
-
   template <typename T>
   void Enqueue(typename TypedOp<T>::Fn fn, ResultCallback<T> done,
                bool multi_statement = false) {
@@ -848,8 +841,7 @@ class SqliteStore final : public Store {
   // The writer stops only when nothing is pending and no completion can
   // queue more: completions may write (a lease after a submit, say).
   bool WriterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !pending_.empty() ||
-           (stopping_ && committed_.empty() && !completing_);
+    return !pending_.empty() || (stopping_ && committed_.empty());
   }
   bool CompleterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !committed_.empty() || writer_done_;
@@ -869,6 +861,8 @@ class SqliteStore final : public Store {
           return;
         }
         batch.ops.swap(pending_);
+        // The next group is likely about as large: no regrowing under mu_.
+        pending_.reserve(batch.ops.size());
       }
       batch.commit = CommitBatch(batch.ops);
       absl::MutexLock lock(&mu_);
@@ -879,19 +873,18 @@ class SqliteStore final : public Store {
   // Runs callbacks one batch after another, in commit order.
   void CompletionLoop() {
     while (true) {
-      Batch batch;
+      Batch* batch;
       {
         absl::MutexLock lock(
             &mu_, absl::Condition(this, &SqliteStore::CompleterHasWork));
         if (committed_.empty()) return;  // the writer is done
-        batch = std::move(committed_.front());
-        committed_.pop_front();
-        completing_ = true;
+        // Stays in committed_ (a deque: the writer's push_back leaves it in
+        // place) until its callbacks have run.
+        batch = &committed_.front();
       }
-      for (std::unique_ptr<Op>& op : batch.ops) op->Complete(batch.commit);
-      batch.ops.clear();
+      for (std::unique_ptr<Op>& op : batch->ops) op->Complete(batch->commit);
       absl::MutexLock lock(&mu_);
-      completing_ = false;
+      committed_.pop_front();
     }
   }
 
@@ -985,7 +978,6 @@ class SqliteStore final : public Store {
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Op>> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<Batch> committed_ ABSL_GUARDED_BY(mu_);
-  bool completing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
 
@@ -996,9 +988,9 @@ class SqliteStore final : public Store {
   std::thread writer_thread_;
   std::thread completion_thread_;
 
-  absl::Mutex check_mu_;
-  bool check_done_ ABSL_GUARDED_BY(check_mu_) = false;
-  absl::Status check_status_ ABSL_GUARDED_BY(check_mu_);
+  // The start-up check's verdict: written once, before checked_ is notified.
+  absl::Status check_status_;
+  absl::Notification checked_;
   std::thread check_thread_;
 };
 
@@ -1101,8 +1093,8 @@ absl::Status CheckIntegrity(Connection& db, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::Status Migrate(Connection& db, const std::string& path) {
-  FERRY_ASSIGN_OR_RETURN(int64_t version, db.QueryInt("PRAGMA user_version"));
+// Applies the migrations after `version` (the file's user_version).
+absl::Status Migrate(Connection& db, const std::string& path, int64_t version) {
   const int64_t latest = std::size(kMigrations);
   if (version > latest) {
     return absl::FailedPreconditionError(
@@ -1154,20 +1146,19 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
   // check runs in the background, beside the loading of the live jobs
   // (half of a restart with a million jobs queued). One that must be
   // migrated is checked first.
-  bool check_in_background = false;
-  if (options.check_integrity) {
-    absl::StatusOr<int64_t> version =
-        (*writer)->QueryInt("PRAGMA user_version");
-    if (!version.ok()) return fail(version.status());
-    check_in_background =
-        *version == static_cast<int64_t>(std::size(kMigrations));
-    if (!check_in_background) {
-      if (absl::Status s = CheckIntegrity(**writer, options.path); !s.ok()) {
-        return fail(s);
-      }
+  absl::StatusOr<int64_t> version = (*writer)->QueryInt("PRAGMA user_version");
+  if (!version.ok()) return fail(version.status());
+  const bool check_in_background =
+      options.check_integrity &&
+      *version == static_cast<int64_t>(std::size(kMigrations));
+  if (options.check_integrity && !check_in_background) {
+    if (absl::Status s = CheckIntegrity(**writer, options.path); !s.ok()) {
+      return fail(s);
     }
   }
-  if (absl::Status s = Migrate(**writer, options.path); !s.ok()) return fail(s);
+  if (absl::Status s = Migrate(**writer, options.path, *version); !s.ok()) {
+    return fail(s);
+  }
   return std::unique_ptr<Store>(new SqliteStore(options, *std::move(writer),
                                                 lock_fd, check_in_background));
 }
