@@ -30,6 +30,18 @@ inline void ToProto(absl::Duration d, google::protobuf::Duration* out) {
   out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
 }
 
+inline google::protobuf::Timestamp TimestampProto(absl::Time t) {
+  google::protobuf::Timestamp out;
+  ToProto(t, &out);
+  return out;
+}
+
+inline google::protobuf::Duration DurationProto(absl::Duration d) {
+  google::protobuf::Duration out;
+  ToProto(d, &out);
+  return out;
+}
+
 inline absl::Time FromProto(const google::protobuf::Timestamp& t) {
   return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
 }

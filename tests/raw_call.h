@@ -14,6 +14,7 @@
 #include "grpcpp/channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/grpc_status.h"
 
 namespace ferry::testing {
 
@@ -61,10 +62,7 @@ inline absl::StatusOr<std::string> RawCall(
   bool drained_ok;
   while (cq.Next(&tag, &drained_ok)) {
   }
-  if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
-  }
+  if (!status.ok()) return FromGrpcStatus(status);
   if (!got_response) return absl::InternalError("OK but no response message");
   std::vector<grpc::Slice> slices;
   if (!in.Dump(&slices).ok()) return absl::InternalError("cannot read reply");

@@ -37,9 +37,12 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "proto/grpc_status.h"
+#include "proto/time_util.h"
 #include "server/server.h"
 #include "storage/store.h"
 #include "tests/fake_clock.h"
+#include "tests/proto_test_util.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 #include "tests/test_worker.h"
@@ -49,47 +52,6 @@ namespace ferry::testing {
 // The deadline of every RPC a helper makes. Far beyond a healthy call on
 // loopback: it only bounds a test that would otherwise hang.
 inline constexpr absl::Duration kRpcTimeout = absl::Seconds(10);
-
-// gRPC and Abseil share status code values.
-inline absl::Status FromGrpcStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
-
-inline absl::Time ToTime(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
-
-inline absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-inline google::protobuf::Duration DurationProto(absl::Duration d) {
-  google::protobuf::Duration out;
-  const int64_t nanos = absl::ToInt64Nanoseconds(d);
-  out.set_seconds(nanos / 1000000000);
-  out.set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  return out;
-}
-
-inline google::protobuf::Timestamp TimestampProto(absl::Time t) {
-  google::protobuf::Timestamp out;
-  const int64_t nanos = absl::ToUnixNanos(t);
-  out.set_seconds(nanos / 1000000000);
-  out.set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  return out;
-}
-
-// A spec with the fields every job needs.
-inline v1::JobSpec Spec(absl::string_view queue, absl::string_view kind,
-                        absl::string_view payload = "") {
-  v1::JobSpec spec;
-  spec.set_queue(std::string(queue));
-  spec.set_kind(std::string(kind));
-  spec.set_payload(std::string(payload));
-  return spec;
-}
 
 class ServerTest : public ::testing::Test {
  protected:

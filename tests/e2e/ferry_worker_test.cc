@@ -44,7 +44,11 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "proto/grpc_status.h"
+#include "proto/time_util.h"
 #include "tests/e2e/subprocess.h"
+#include "tests/process_group.h"
+#include "tests/proto_test_util.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 
@@ -66,63 +70,12 @@ std::unique_ptr<grpc::ClientContext> Context(
   return ctx;
 }
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
-
-google::protobuf::Duration DurationProto(absl::Duration d) {
-  google::protobuf::Duration out;
-  out.set_seconds(absl::ToInt64Seconds(d));
-  out.set_nanos(static_cast<int32_t>(
-      absl::ToInt64Nanoseconds(d - absl::Seconds(out.seconds()))));
-  return out;
-}
-
-v1::JobSpec Spec(const std::string& queue, const std::string& kind,
-                 const std::string& payload = "") {
-  v1::JobSpec spec;
-  spec.set_queue(queue);
-  spec.set_kind(kind);
-  spec.set_payload(payload);
-  return spec;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::vector<std::string> Shell(const std::string& script) {
-  return {"/bin/sh", "-c", script};
-}
-
-// Reaps the dead members of `pgid` that were re-parented to this process.
-void ReapGroup(pid_t pgid) {
-  for (int i = 0; i < 1000 && waitpid(-pgid, nullptr, WNOHANG) > 0; ++i) {
-  }
-}
-
-// True once no process of group `pgid` exists (SIGKILL and reaping take a
-// moment; bounded).
-bool GroupGone(pid_t pgid) {
-  const absl::Time deadline = absl::Now() + kEventTimeout;
-  for (int i = 0; i < 100000; ++i) {
-    ReapGroup(pgid);
-    if (kill(-pgid, 0) != 0 && errno == ESRCH) return true;
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return false;
-}
+bool GroupGone(pid_t pgid) { return testing::GroupGone(pgid, kEventTimeout); }
 
 class FerryWorkerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0) << std::strerror(errno);
+    ASSERT_TRUE(BecomeSubreaper()) << std::strerror(errno);
   }
 
   void SetUp() override {
@@ -136,10 +89,7 @@ class FerryWorkerTest : public ::testing::Test {
   void TearDown() override {
     // Let commands blocked on a gate finish, and kill anything left.
     for (const std::string& fifo : fifos_) OpenGate(fifo, absl::ZeroDuration());
-    for (pid_t pgid : groups_) {
-      kill(-pgid, SIGKILL);
-      ReapGroup(pgid);
-    }
+    KillGroups(groups_);
   }
 
   std::string Path(absl::string_view name) const {
@@ -189,7 +139,7 @@ class FerryWorkerTest : public ::testing::Test {
     v1::SubmitResponse response;
     grpc::Status status =
         ferryd_->jobs().Submit(Context().get(), request, &response);
-    if (!status.ok()) return FromGrpc(status);
+    if (!status.ok()) return FromGrpcStatus(status);
     return response.job();
   }
 
@@ -199,7 +149,7 @@ class FerryWorkerTest : public ::testing::Test {
     v1::GetResponse response;
     grpc::Status status =
         ferryd_->jobs().Get(Context().get(), request, &response);
-    if (!status.ok()) return FromGrpc(status);
+    if (!status.ok()) return FromGrpcStatus(status);
     return response.job();
   }
 
@@ -212,7 +162,7 @@ class FerryWorkerTest : public ::testing::Test {
     v1::WaitResponse response;
     grpc::Status status = ferryd_->jobs().Wait(
         Context(kEventTimeout + absl::Seconds(10)).get(), request, &response);
-    if (!status.ok()) return FromGrpc(status);
+    if (!status.ok()) return FromGrpcStatus(status);
     if (!response.done()) {
       return absl::DeadlineExceededError(absl::StrCat(
           "job ", id, " not done: ", response.job().ShortDebugString()));
@@ -253,11 +203,6 @@ class FerryWorkerTest : public ::testing::Test {
 
   // Shell code that publishes the shell's pid, which is its process group
   // (ferry-worker makes each command a group leader), in `file`.
-  static std::string PublishPgid(const std::string& file) {
-    return absl::StrCat("echo $$ > ", file, ".tmp && mv ", file, ".tmp ", file,
-                        "; ");
-  }
-
   // The pgid a PublishPgid() command wrote (0 if none), remembered so that
   // TearDown kills the group whatever happens.
   pid_t ReadPgid(const std::string& file) {
@@ -533,17 +478,9 @@ TEST_F(FerryWorkerTest, UnreachableBrokerIsRetriedUntilSigterm) {
   ASSERT_THAT(worker->WaitForLine("broker connection lost", kEventTimeout),
               IsOk());
   // It keeps trying: a second attempt fails the same way.
-  bool retried = false;
-  const absl::Time deadline = absl::Now() + kEventTimeout;
-  for (int i = 0; i < 10000 && !retried && absl::Now() < deadline; ++i) {
-    const std::string output = worker->Output();
-    const size_t first = output.find("broker connection lost");
-    retried =
-        first != std::string::npos &&
-        output.find("broker connection lost", first + 1) != std::string::npos;
-    if (!retried) absl::SleepFor(absl::Milliseconds(20));
-  }
-  EXPECT_TRUE(retried) << worker->Output();
+  EXPECT_THAT(worker->WaitForLine("broker connection lost", kEventTimeout,
+                                  /*nth=*/2),
+              IsOk());
   EXPECT_THAT(worker->Wait(absl::ZeroDuration()),
               StatusIs(absl::StatusCode::kDeadlineExceeded))
       << "ferry-worker gave up on an unreachable broker";

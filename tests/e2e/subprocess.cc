@@ -148,13 +148,17 @@ absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
 }
 
 absl::StatusOr<std::string> Subprocess::WaitForLine(absl::string_view needle,
-                                                    absl::Duration timeout) {
+                                                    absl::Duration timeout,
+                                                    int nth) {
   size_t checked = 0;
+  int matches = 0;
   std::string found;
   auto seen =
       [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {  // runs under mu_ (Await holds it)
+        // Await may evaluate this again after it returned true.
+        if (!found.empty()) return true;
         for (; checked < lines_.size(); ++checked) {
-          if (absl::StrContains(lines_[checked], needle)) {
+          if (absl::StrContains(lines_[checked], needle) && ++matches == nth) {
             found = lines_[checked];
             return true;
           }
@@ -164,9 +168,9 @@ absl::StatusOr<std::string> Subprocess::WaitForLine(absl::string_view needle,
   absl::MutexLock lock(&mu_);
   mu_.AwaitWithTimeout(absl::Condition(&seen), timeout);
   if (!found.empty()) return found;
-  return absl::DeadlineExceededError(absl::StrCat("no line containing \"",
-                                                  needle, "\" in output:\n",
-                                                  absl::StrJoin(lines_, "\n")));
+  return absl::DeadlineExceededError(
+      absl::StrCat("no line ", nth, " containing \"", needle, "\" in output:\n",
+                   absl::StrJoin(lines_, "\n")));
 }
 
 std::string Subprocess::Output() {

@@ -44,9 +44,10 @@ class Subprocess {
   // signal N, or DEADLINE_EXCEEDED.
   absl::StatusOr<int> Wait(absl::Duration timeout);
 
-  // Waits for an output line containing `needle`; returns the line.
+  // Waits for the `nth` (1-based) output line containing `needle`;
+  // returns that line.
   absl::StatusOr<std::string> WaitForLine(absl::string_view needle,
-                                          absl::Duration timeout);
+                                          absl::Duration timeout, int nth = 1);
   // Everything printed so far (stdout and stderr interleaved by line).
   std::string Output();
   // Only what went to stdout.

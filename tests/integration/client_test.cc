@@ -143,13 +143,13 @@ TEST_F(ClientTest, SubmitSendsEveryOptionAndReturnsTheStoredJob) {
   EXPECT_THAT(stored.labels(), UnorderedElementsAre(Pair("tenant", "acme"),
                                                     Pair("env", "prod")));
   EXPECT_EQ(stored.priority(), 7);
-  EXPECT_EQ(ToTime(stored.created_at()), Now());
-  EXPECT_EQ(ToTime(stored.run_at()), Now() + absl::Minutes(10));
+  EXPECT_EQ(FromProto(stored.created_at()), Now());
+  EXPECT_EQ(FromProto(stored.run_at()), Now() + absl::Minutes(10));
   EXPECT_EQ(stored.retry().max_attempts(), 3u);
-  EXPECT_EQ(ToDuration(stored.retry().initial_backoff()), absl::Seconds(2));
-  EXPECT_EQ(ToDuration(stored.retry().max_backoff()), absl::Minutes(5));
-  EXPECT_EQ(ToDuration(stored.lease_ttl()), absl::Seconds(45));
-  EXPECT_EQ(ToDuration(stored.timeout()), absl::Minutes(2));
+  EXPECT_EQ(FromProto(stored.retry().initial_backoff()), absl::Seconds(2));
+  EXPECT_EQ(FromProto(stored.retry().max_backoff()), absl::Minutes(5));
+  EXPECT_EQ(FromProto(stored.lease_ttl()), absl::Seconds(45));
+  EXPECT_EQ(FromProto(stored.timeout()), absl::Minutes(2));
   EXPECT_EQ(stored.idempotency_key(), "welcome-a@b");
 }
 
@@ -158,13 +158,12 @@ TEST_F(ClientTest, SubmitWithoutOptionsTakesTheBrokersDefaults) {
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, client_->Get(result.job.id()));
   EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(job.priority(), 0);
-  EXPECT_EQ(ToTime(job.run_at()), Now());
+  EXPECT_EQ(FromProto(job.run_at()), Now());
   const JobPolicy& defaults = options_.broker.policy;
   EXPECT_EQ(job.retry().max_attempts(),
             static_cast<uint32_t>(defaults.max_attempts));
-  EXPECT_EQ(ToDuration(job.retry().initial_backoff()),
-            defaults.initial_backoff);
-  EXPECT_EQ(ToDuration(job.lease_ttl()), defaults.lease_ttl);
+  EXPECT_EQ(FromProto(job.retry().initial_backoff()), defaults.initial_backoff);
+  EXPECT_EQ(FromProto(job.lease_ttl()), defaults.lease_ttl);
   EXPECT_THAT(job.idempotency_key(), IsEmpty());
 }
 
@@ -173,7 +172,7 @@ TEST_F(ClientTest, SubmitWithRunAtSchedulesTheJobForThatTime) {
   options.run_at = Now() + absl::Hours(3);
   FERRY_ASSERT_OK_AND_ASSIGN(SubmitResult result, client_->Submit(options));
   EXPECT_EQ(result.job.state(), v1::JOB_STATE_SCHEDULED);
-  EXPECT_EQ(ToTime(result.job.run_at()), Now() + absl::Hours(3));
+  EXPECT_EQ(FromProto(result.job.run_at()), Now() + absl::Hours(3));
 
   // It becomes due when the clock gets there.
   Advance(absl::Hours(3));

@@ -410,9 +410,9 @@ TEST_F(WorkerSdkTest, HeartbeatsKeepTheLeaseOfALongJobAlive) {
     worker_clock_.Advance(ttl / 3);
     const absl::Time expected = Now() + ttl;
     v1::Job running = AwaitJob(id, [&](const v1::Job& j) {
-      return ToTime(j.lease_deadline()) == expected;
+      return FromProto(j.lease_deadline()) == expected;
     });
-    ASSERT_EQ(ToTime(running.lease_deadline()), expected)
+    ASSERT_EQ(FromProto(running.lease_deadline()), expected)
         << "heartbeat " << beat << " did not extend the lease";
     Tick();
   }

@@ -36,10 +36,10 @@ TEST_F(WorkerStreamTest, WelcomeCarriesTheHeartbeatIntervalAndLeaseTtl) {
   std::optional<v1::Welcome> welcome = worker->ExpectWelcome();
   ASSERT_TRUE(welcome.has_value());
   EXPECT_THAT(welcome->session_id(), Not(IsEmpty()));
-  EXPECT_EQ(ToDuration(welcome->lease_ttl()), kDefaultTtl);
-  EXPECT_GT(ToDuration(welcome->heartbeat_interval()), absl::ZeroDuration());
-  EXPECT_LT(ToDuration(welcome->heartbeat_interval()), kDefaultTtl);
-  EXPECT_EQ(ToDuration(welcome->heartbeat_interval()), kDefaultTtl / 3);
+  EXPECT_EQ(FromProto(welcome->lease_ttl()), kDefaultTtl);
+  EXPECT_GT(FromProto(welcome->heartbeat_interval()), absl::ZeroDuration());
+  EXPECT_LT(FromProto(welcome->heartbeat_interval()), kDefaultTtl);
+  EXPECT_EQ(FromProto(welcome->heartbeat_interval()), kDefaultTtl / 3);
 }
 
 TEST_F(WorkerStreamTest, JobRunsToSuccessWithProgressOverTheStream) {
@@ -64,7 +64,7 @@ TEST_F(WorkerStreamTest, JobRunsToSuccessWithProgressOverTheStream) {
   EXPECT_EQ(a->job().attempt(), 1u);
   EXPECT_EQ(a->job().state(), v1::JOB_STATE_RUNNING);
   EXPECT_THAT(a->lease_token(), Not(IsEmpty()));
-  EXPECT_EQ(ToTime(a->lease_deadline()), submitted + absl::Seconds(20));
+  EXPECT_EQ(FromProto(a->lease_deadline()), submitted + absl::Seconds(20));
 
   worker->Progress(a->lease_token(), 40, "halfway");
   ASSERT_TRUE(worker->Sync());
@@ -87,7 +87,7 @@ TEST_F(WorkerStreamTest, JobRunsToSuccessWithProgressOverTheStream) {
   EXPECT_EQ(done.result(), "thumbnail");
   EXPECT_EQ(done.payload(), payload);
   EXPECT_EQ(done.attempt(), 1u);
-  EXPECT_EQ(ToTime(done.finished_at()), Now());
+  EXPECT_EQ(FromProto(done.finished_at()), Now());
 }
 
 TEST_F(WorkerStreamTest, JobSubmittedWhileAWorkerWaitsIsLeasedAtSubmit) {
@@ -148,8 +148,8 @@ TEST_F(WorkerStreamTest, ExpiredLeaseIsLostAndTheJobRunsAgainOnAnotherWorker) {
   EXPECT_EQ(scheduled.attempt(), 1u);
   EXPECT_THAT(scheduled.last_error(), HasSubstr("lease expired"));
   // Backoff before attempt 2: the initial backoff, jittered into [1/2, 1].
-  EXPECT_GE(ToTime(scheduled.run_at()), Now() + kDefaultBackoff / 2);
-  EXPECT_LE(ToTime(scheduled.run_at()), Now() + kDefaultBackoff);
+  EXPECT_GE(FromProto(scheduled.run_at()), Now() + kDefaultBackoff / 2);
+  EXPECT_LE(FromProto(scheduled.run_at()), Now() + kDefaultBackoff);
 
   auto second = Connect("w2", "q", 1);
   ASSERT_TRUE(second->ExpectWelcome().has_value());
@@ -403,8 +403,8 @@ TEST_F(WorkerStreamTest,
   EXPECT_EQ(scheduled.state(), v1::JOB_STATE_SCHEDULED);
   EXPECT_EQ(scheduled.attempt(), 1u);
   EXPECT_EQ(scheduled.last_error(), "transient");
-  EXPECT_GE(ToTime(scheduled.run_at()), Now() + absl::Seconds(5));
-  EXPECT_LE(ToTime(scheduled.run_at()), Now() + absl::Seconds(10));
+  EXPECT_GE(FromProto(scheduled.run_at()), Now() + absl::Seconds(5));
+  EXPECT_LE(FromProto(scheduled.run_at()), Now() + absl::Seconds(10));
   Quiesce(*worker);
   EXPECT_EQ(worker->Pending(Msg::kAssignment), 0) << worker->DescribeInbox();
 
@@ -428,7 +428,7 @@ TEST_F(WorkerStreamTest, NonRetryableFailureDeadLettersTheJobAndRetryRequeues) {
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job failed, Get(job.id()));
   EXPECT_EQ(failed.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(failed.last_error(), "bad input");
-  EXPECT_EQ(ToTime(failed.finished_at()), Now());
+  EXPECT_EQ(FromProto(failed.finished_at()), Now());
   FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo stats, Stats("q"));
   EXPECT_EQ(stats.failed(), 1u);
 
@@ -522,7 +522,7 @@ TEST_F(WorkerStreamTest,
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job running, Get(job.id()));
   EXPECT_EQ(running.state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(running.attempt(), 1u);
-  EXPECT_EQ(ToTime(running.lease_deadline()), heartbeat_at + kDefaultTtl);
+  EXPECT_EQ(FromProto(running.lease_deadline()), heartbeat_at + kDefaultTtl);
 
   after->Succeed(a->lease_token(), "after restart");
   std::optional<v1::ResultAck> ack = after->ExpectResultAck();

@@ -2,6 +2,8 @@
 
 #include "base/backoff.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "absl/time/time.h"
@@ -13,8 +15,8 @@ namespace {
 
 constexpr absl::Duration kInitial = absl::Seconds(1);
 constexpr absl::Duration kMax = absl::Minutes(1);
-// The largest double below 1, the top of the jitter's range [0, 1).
-constexpr double kAlmostOne = 1.0 - 1e-12;
+// Near the top of the jitter's range [0, 1).
+const double kAlmostOne = std::nextafter(1.0, 0.0);
 
 TEST(RetryBackoff, DoublesPerFailedAttempt) {
   // unit 0 gives delay/2 exactly.
@@ -42,7 +44,9 @@ TEST(RetryBackoff, InitialAboveMaxIsCapped) {
 TEST(RetryBackoff, JitterSpansHalfToAllOfTheDelay) {
   for (int32_t attempt : {1, 2, 5, 10}) {
     SCOPED_TRACE(attempt);
-    const absl::Duration delay = RetryBackoff(attempt, kInitial, kMax, 0.0) * 2;
+    // The undelayed delay, worked out here rather than by the function.
+    const absl::Duration delay =
+        std::min(kInitial * (int64_t{1} << (attempt - 1)), kMax);
     EXPECT_EQ(RetryBackoff(attempt, kInitial, kMax, 0.0), delay / 2);
     const absl::Duration top =
         RetryBackoff(attempt, kInitial, kMax, kAlmostOne);

@@ -39,6 +39,7 @@
 #include "ferry/v1/job.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/process_group.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 #include "worker/worker.h"
@@ -67,10 +68,6 @@ v1::Job MakeJob(std::string payload = "") {
   job.set_attempt(2);
   job.set_payload(std::move(payload));
   return job;
-}
-
-std::vector<std::string> Shell(const std::string& script) {
-  return {"/bin/sh", "-c", script};
 }
 
 // Short enough that a test escalating to SIGKILL ends quickly.
@@ -122,15 +119,12 @@ class AsyncCommand {
 class CommandHandlerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0) << std::strerror(errno);
+    ASSERT_TRUE(BecomeSubreaper()) << std::strerror(errno);
   }
 
   void TearDown() override {
     // Nothing a test started may outlive it, even when the test failed.
-    for (pid_t pgid : groups_) {
-      kill(-pgid, SIGKILL);
-      ReapGroup(pgid);
-    }
+    KillGroups(groups_);
   }
 
   // A file name in this test's directory.
@@ -140,10 +134,7 @@ class CommandHandlerTest : public ::testing::Test {
 
   // Shell code that publishes the shell's pid, which is also its process
   // group id (RunCommand makes the command a group leader), atomically.
-  std::string PublishPgid() const {
-    return absl::StrCat("echo $$ > ", Path("pgid.tmp"), " && mv ",
-                        Path("pgid.tmp"), " ", Path("pgid"), "; ");
-  }
+  std::string PublishPgid() const { return testing::PublishPgid(Path("pgid")); }
 
   // Waits for the pgid PublishPgid() wrote; 0 if it never came.
   pid_t AwaitPgid() {
@@ -161,23 +152,9 @@ class CommandHandlerTest : public ::testing::Test {
     return 0;
   }
 
-  // Reaps the dead members of `pgid` that were re-parented to us.
-  static void ReapGroup(pid_t pgid) {
-    for (int i = 0; i < 1000 && waitpid(-pgid, nullptr, WNOHANG) > 0; ++i) {
-    }
-  }
-
-  // True once no process of group `pgid` exists. SIGKILL takes effect
-  // asynchronously, so this waits (bounded) for the kernel to finish.
+  // True once no process of group `pgid` exists (bounded).
   static bool GroupGone(pid_t pgid) {
-    const absl::Time deadline = absl::Now() + kEventTimeout;
-    for (int i = 0; i < 100000; ++i) {
-      ReapGroup(pgid);
-      if (kill(-pgid, 0) != 0 && errno == ESRCH) return true;
-      if (absl::Now() >= deadline) return false;
-      absl::SleepFor(absl::Milliseconds(2));
-    }
-    return false;
+    return testing::GroupGone(pgid, kEventTimeout);
   }
 
   ScopedTempDir dir_;
@@ -460,6 +437,8 @@ TEST_F(CommandHandlerTest, JobStoppedBeforeTheCommandStartsEndsAtOnce) {
   std::optional<JobOutcome> outcome = command.Await();
   ASSERT_TRUE(outcome.has_value()) << "RunCommand ran a stopped job";
   EXPECT_FALSE(outcome->success);
+  // Ended by the first SIGTERM, not by the SIGKILL after the grace period.
+  EXPECT_THAT(outcome->error, HasSubstr("killed by signal 15"));
 }
 
 TEST_F(CommandHandlerTest, SuccessfulCommandLeavesNoBackgroundProcessBehind) {

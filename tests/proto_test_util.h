@@ -1,0 +1,26 @@
+#ifndef FERRY_TESTS_PROTO_TEST_UTIL_H_
+#define FERRY_TESTS_PROTO_TEST_UTIL_H_
+
+// Proto helpers for tests that speak the API, whatever they link (the e2e
+// tests link no server code).
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "ferry/v1/job.pb.h"
+
+namespace ferry::testing {
+
+// A spec with the fields every job needs.
+inline v1::JobSpec Spec(absl::string_view queue, absl::string_view kind,
+                        absl::string_view payload = "") {
+  v1::JobSpec spec;
+  spec.set_queue(std::string(queue));
+  spec.set_kind(std::string(kind));
+  spec.set_payload(std::string(payload));
+  return spec;
+}
+
+}  // namespace ferry::testing
+
+#endif  // FERRY_TESTS_PROTO_TEST_UTIL_H_
