@@ -40,17 +40,10 @@ start_ferryd() {
   local logfile="$DIR/ferryd-$STARTS.log"
   "$BIN/server/ferryd" --listen=127.0.0.1:0 --db="$DIR/db/ferry.db" "$@" 2>"$logfile" &
   FERRYD_PID=$!
-  for _ in $(seq 3000); do
-    ADDR=$(grep -ao 'listening address=[0-9.:]*' "$logfile" | cut -d= -f2 || true)
-    [ -n "$ADDR" ] && return 0
-    kill -0 "$FERRYD_PID" 2>/dev/null || { cat "$logfile" >&2; return 1; }
-    sleep 0.01
-  done
-  log "ferryd did not start in 30 s"; return 1
+  ADDR=$(listening_address "$logfile" "$FERRYD_PID")
 }
 stop_ferryd() { kill -TERM "$FERRYD_PID"; wait "$FERRYD_PID" || true; FERRYD_PID=; }
 bench() { "$BIN/bench/ferry-bench" --broker="$ADDR" --json "$@"; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 start_ferryd
 SIZES=(1000 100000 "$BIG")

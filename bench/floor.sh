@@ -43,15 +43,9 @@ one() {
   rm -rf "$DIR/db"
   "$@" 2>"$logfile" >"$DIR/$name.out" &
   PID=$!
-  for _ in $(seq 3000); do
-    addr=$(grep -ao 'listening address=[0-9.:]*' "$logfile" | cut -d= -f2 || true)
-    [ -n "$addr" ] && break
-    kill -0 "$PID" 2>/dev/null || { cat "$logfile" >&2; exit 1; }
-    sleep 0.01
-  done
-  local t0 t1 start end line
+  addr=$(listening_address "$logfile" "$PID") || exit 1
+  local t0 t1 line
   t0=$(ticks "$PID")
-  start=$(awk '{print $14 + $15 + $16 + $17}' /proc/self/stat)
   line=$(bash -c 'b="$1"; shift; "$b" "$@"; times' _ "$BIN/bench/ferry-bench" \
     --broker="$addr" --mode=submit --jobs="$JOBS" --json | tr '\n' ' ')
   t1=$(ticks "$PID")
@@ -59,8 +53,7 @@ one() {
   local rate client_s
   rate=$(grep -o '"jobs_per_s":[0-9]*' <<<"$line" | cut -d: -f2)
   # `times` prints the children's user and system time on its second line.
-  client_s=$(grep -o '[0-9]*m[0-9.]*s [0-9]*m[0-9.]*s *$' <<<"$line" |
-    awk '{split($1,a,"m"); split($2,b,"m"); print a[1]*60+a[2]+b[1]*60+b[2]}')
+  client_s=$(times_to_s "$(grep -o '[0-9]*m[0-9.]*s [0-9]*m[0-9.]*s *$' <<<"$line")")
   echo "$name $(echo "($t1 - $t0) * 1000000 / $hz / $JOBS" | bc) $(echo "$client_s * 1000000 / $JOBS" | bc) $rate" >>"$DIR/results"
 }
 
@@ -72,7 +65,6 @@ for round in $(seq "$ROUNDS"); do
   log "round $round done"
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "| server | server CPU µs/call | client CPU µs/call | jobs/s | (median of $ROUNDS, $JOBS unary Submits, 8 producers) |"
 echo "|---|---:|---:|---:|---|"

@@ -66,3 +66,28 @@ build_tree() {
 
 # build [TARGET...]: the main tree; everything when no target is named.
 build() { build_tree "$FERRY_BUILD" "$@"; }
+
+# ---- helpers for the bench scripts ----
+
+# listening_address LOGFILE PID: waits (up to 30 s) for a server started
+# with --listen=...:0 to log "listening address=HOST:PORT" and prints the
+# address; fails (showing the log) if the process exits first.
+listening_address() {
+  local logfile=$1 pid=$2 addr
+  for _ in $(seq 3000); do
+    addr=$(grep -ao 'listening address=[0-9.:]*' "$logfile" | cut -d= -f2 || true)
+    [ -n "$addr" ] && { echo "$addr"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { cat "$logfile" >&2; return 1; }
+    sleep 0.01
+  done
+  log "no 'listening address=' in $logfile after 30 s"; return 1
+}
+
+# median: the median of the numbers on stdin, one per line.
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# times_to_s "0m1.250s 0m0.310s" (bash `times`, children line) -> seconds.
+times_to_s() {
+  awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2] }
+         printf "%.3f", n }' <<<"$1"
+}

@@ -366,11 +366,6 @@ client_command() {
   esac
 }
 
-# "0m1.250s 0m0.310s" (bash `times`, children line) -> seconds.
-times_to_s() {
-  awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2] }
-         printf "%.3f", n }' <<<"$1"
-}
 
 run_one() {
   local peer=$1 round=$2
