@@ -193,6 +193,13 @@ int64_t Connection::LastInsertId() const {
 
 int Connection::Changes() const { return sqlite3_changes(db_); }
 
+int64_t Connection::CacheBytes() const {
+  int used = 0;
+  int highwater = 0;
+  sqlite3_db_status(db_, SQLITE_DBSTATUS_CACHE_USED, &used, &highwater, 0);
+  return used;
+}
+
 bool Connection::InTransaction() const {
   return sqlite3_get_autocommit(db_) == 0;
 }

@@ -106,6 +106,8 @@ class Connection {
   // False when no transaction is open (autocommit).
   bool InTransaction() const;
   int Changes() const;
+  // Memory the page cache holds (SQLITE_DBSTATUS_CACHE_USED), in bytes.
+  int64_t CacheBytes() const;
   sqlite3* handle() const { return db_; }
 
  private:

@@ -753,6 +753,10 @@ class SqliteStore final : public Store {
     return commits_.load(std::memory_order_relaxed);
   }
 
+  int64_t WriterCacheBytes() const override {
+    return writer_cache_bytes_.load(std::memory_order_relaxed);
+  }
+
  private:
   static absl::StatusOr<CreateResult> InsertJob(Connection& db,
                                                 const JobRecord& job) {
@@ -924,6 +928,7 @@ class SqliteStore final : public Store {
       return status;
     }
     commits_.fetch_add(1, std::memory_order_relaxed);
+    writer_cache_bytes_.store(db.CacheBytes(), std::memory_order_relaxed);
     return absl::OkStatus();
   }
 
@@ -969,6 +974,7 @@ class SqliteStore final : public Store {
   std::unique_ptr<Connection> writer_;  // used only by the writer thread
   const int lock_fd_;
   std::atomic<int64_t> commits_{0};
+  std::atomic<int64_t> writer_cache_bytes_{0};
 
   struct Batch {
     std::vector<std::unique_ptr<Op>> ops;
@@ -1071,14 +1077,13 @@ absl::Status Configure(Connection& db, const SqliteOptions& options) {
   FERRY_RETURN_IF_ERROR(db.Exec(options.sync == SqliteOptions::Sync::kFull
                                     ? "PRAGMA synchronous = FULL"
                                     : "PRAGMA synchronous = NORMAL"));
-  // cache_size: up to 256 MiB of pages, allocated only as the file grows,
-  // so a large backlog is served from memory (mmap stays off, see below).
+  // cache_size: see SqliteOptions::cache_kib.
   // mmap_size = 0: Debian's SQLite 3.40 has a WAL-reset corruption bug that
   // mmap and multiple writers make reachable; we keep both off.
   return db.Exec(
-      "PRAGMA mmap_size = 0; PRAGMA busy_timeout = 5000; "
-      "PRAGMA foreign_keys = ON; PRAGMA cache_size = -262144; "
-      "PRAGMA temp_store = MEMORY;");
+      absl::StrCat("PRAGMA mmap_size = 0; PRAGMA busy_timeout = 5000; "
+                   "PRAGMA foreign_keys = ON; PRAGMA cache_size = -",
+                   options.cache_kib, "; PRAGMA temp_store = MEMORY;"));
 }
 
 absl::Status CheckIntegrity(Connection& db, const std::string& path) {

@@ -237,6 +237,10 @@ class Store {
   // Transactions committed since open; with group commit this grows slower
   // than the number of writes.
   virtual int64_t CommitCount() const = 0;
+
+  // Memory held by the write connection's page cache after the last
+  // commit, in bytes.
+  virtual int64_t WriterCacheBytes() const = 0;
 };
 
 }  // namespace ferry

@@ -230,6 +230,9 @@ class SettlingStore final : public Store {
     return inner_->NextScheduledTime();
   }
   int64_t CommitCount() const override { return inner_->CommitCount(); }
+  int64_t WriterCacheBytes() const override {
+    return inner_->WriterCacheBytes();
+  }
 
  private:
   template <typename T>

@@ -79,6 +79,13 @@ class SqliteStoreTest : public ::testing::Test {
     return OpenSqliteStore(options);
   }
 
+  absl::StatusOr<std::unique_ptr<Store>> OpenWithCache(int64_t cache_kib) {
+    SqliteOptions options;
+    options.path = path_;
+    options.cache_kib = cache_kib;
+    return OpenSqliteStore(options);
+  }
+
   // Creates a Ferry database with one job in it, and closes it.
   void MakeFerryDatabase() {
     FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
@@ -273,6 +280,39 @@ TEST_F(SqliteStoreTest, DestroyingTheStoreCompletesPendingWrites) {
   ListFilter all;
   all.limit = kWrites + 10;
   EXPECT_THAT(reopened->ListJobs(all), IsOkAndHolds(SizeIs(kWrites)));
+}
+
+// Writes ~8 MiB of jobs (4 KiB payloads) in groups of 100; returns the
+// writer's page cache size after the last commit.
+absl::StatusOr<int64_t> CacheAfterWritingMegabytes(Store& store,
+                                                   absl::Time now) {
+  for (int group = 0; group < 20; ++group) {
+    std::vector<JobRecord> jobs;
+    for (int i = 0; i < 100; ++i) {
+      jobs.push_back(MakeJob("q", now));
+      jobs.back().payload = std::string(4096, 'x');
+    }
+    absl::StatusOr<std::vector<CreateResult>> created =
+        CreateAll(store, std::move(jobs));
+    if (!created.ok()) return created.status();
+  }
+  return store.WriterCacheBytes();
+}
+
+TEST_F(SqliteStoreTest, WriterPageCacheStaysWithinCacheKib) {
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, OpenWithCache(64));
+  FERRY_ASSERT_OK_AND_ASSIGN(int64_t bytes,
+                             CacheAfterWritingMegabytes(*store, clock_.Now()));
+  EXPECT_GT(bytes, 0);
+  EXPECT_LE(bytes, 256 * 1024);
+}
+
+TEST_F(SqliteStoreTest, WriterPageCacheGrowsToALargerCacheKib) {
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                             OpenWithCache(64 * 1024));
+  FERRY_ASSERT_OK_AND_ASSIGN(int64_t bytes,
+                             CacheAfterWritingMegabytes(*store, clock_.Now()));
+  EXPECT_GT(bytes, 4 * 1024 * 1024);
 }
 
 }  // namespace
