@@ -214,16 +214,8 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
   Notify(*job, kicks);
 
   if (session == nullptr) {
-    // The worker left before the assignment reached it: undo the attempt.
-    lease.phase = LeasePhase::kEnding;
-    deadlines_.erase({lease.deadline, token});
-    store_->ReleaseLease(job->id, token, clock_->Now(),
-                         [this, token](absl::StatusOr<JobRecord> released) {
-                           KickList kicks;
-                           absl::MutexLock lock(&mu_);
-                           DropLease(token);
-                           if (released.ok()) Applied(*released, kicks);
-                         });
+    // The worker left before the assignment reached it.
+    ReleaseUndelivered(token, lease);
     return;
   }
 
@@ -244,6 +236,18 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
     session->sink->Push(std::move(msg));
     kicks.Add(session->sink);
   }
+}
+
+void Broker::ReleaseUndelivered(const std::string& token, LeaseState& lease) {
+  lease.phase = LeasePhase::kEnding;
+  deadlines_.erase({lease.deadline, token});
+  store_->ReleaseLease(lease.job_id, token, clock_->Now(),
+                       [this, token](absl::StatusOr<JobRecord> released) {
+                         KickList kicks;
+                         absl::MutexLock lock(&mu_);
+                         DropLease(token);
+                         if (released.ok()) Applied(*released, kicks);
+                       });
 }
 
 void Broker::FinishUnaryIfDone(Session& session, KickList& kicks) {
@@ -996,9 +1000,9 @@ std::vector<WorkerSnapshot> Broker::ListWorkers() {
 
 // ----------------------------------------------------------- unary API
 
-void Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
-                   absl::Time deadline,
-                   ResultCallback<std::vector<v1::Assignment>> done) {
+uint64_t Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
+                       absl::Time deadline,
+                       ResultCallback<std::vector<v1::Assignment>> done) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
   if (draining_) {
@@ -1006,7 +1010,7 @@ void Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
       std::move(done)(
           absl::UnavailableError("the broker is shutting down; retry later"));
     });
-    return;
+    return 0;
   }
   const uint64_t handle = next_handle_++;
   Session& session = sessions_[handle];
@@ -1023,7 +1027,31 @@ void Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
   const std::vector<std::string> queues = session.identity.queues;
   for (const std::string& queue : queues) Dispatch(queue, kicks);
   auto it = sessions_.find(handle);
-  if (it != sessions_.end()) FinishUnaryIfDone(it->second, kicks);
+  if (it == sessions_.end()) return 0;
+  FinishUnaryIfDone(it->second, kicks);
+  return sessions_.contains(handle) ? handle : 0;
+}
+
+void Broker::CancelLease(uint64_t handle) {
+  KickList kicks;
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(handle);
+  if (it == sessions_.end() || !it->second.unary) return;
+  Session& session = it->second;
+  // Leases still being written find no session when they land, and are
+  // put back then (OnGranted).
+  for (const v1::Assignment& assignment : session.assignments) {
+    auto lease = leases_.find(assignment.lease_token());
+    if (lease != leases_.end()) ReleaseUndelivered(lease->first, lease->second);
+  }
+  spdlog::info(
+      "lease call cancelled by its caller worker_id={} jobs_put_back={} "
+      "leases_in_flight={}",
+      session.identity.worker_id, session.assignments.size(), session.granting);
+  kicks.Defer([done = std::move(session.unary_done)]() mutable {
+    std::move(done)(absl::CancelledError("the caller went away"));
+  });
+  RemoveSession(handle);
 }
 
 void Broker::HeartbeatLease(std::string token,

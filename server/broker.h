@@ -173,9 +173,14 @@ class Broker {
   // ---- unary worker API ----
 
   // Leases up to `max_jobs` jobs from `queues`, waiting until `deadline` for
-  // the first one. Completes with the assignments (maybe none).
-  void Lease(WorkerIdentity identity, int64_t max_jobs, absl::Time deadline,
-             ResultCallback<std::vector<v1::Assignment>> done);
+  // the first one. Completes with the assignments (maybe none). Returns a
+  // handle for CancelLease while the call waits, 0 if it completed at once.
+  uint64_t Lease(WorkerIdentity identity, int64_t max_jobs, absl::Time deadline,
+                 ResultCallback<std::vector<v1::Assignment>> done);
+  // The caller of Lease `handle` went away: stop holding jobs for it, put
+  // back (QUEUED, attempt undone) what was leased for it and not yet
+  // delivered, and complete its call CANCELLED. No-op once it completed.
+  void CancelLease(uint64_t handle);
   // Extends the lease `token` (and records progress if given). Returns the
   // new deadline, or FAILED_PRECONDITION if the lease is lost.
   void HeartbeatLease(std::string token, std::optional<v1::Progress> progress,
@@ -331,6 +336,10 @@ class Broker {
                       ResultCallback<JobRecord> done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLease(const std::string& token) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts back a lease whose worker never got its assignment: the job is
+  // QUEUED again with the attempt undone.
+  void ReleaseUndelivered(const std::string& token, LeaseState& lease)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetDeadline(const std::string& token, LeaseState& lease,
                    absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RememberResult(const std::string& token, const JobRecord& job)

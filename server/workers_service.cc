@@ -17,6 +17,27 @@ constexpr uint32_t kMaxLeaseJobs = 100;
 constexpr absl::Duration kMaxLeaseWait = absl::Seconds(60);
 constexpr int kMaxLeaseQueues = 64;
 
+// A waiting Lease call. If its caller goes away (cancels, passes its
+// deadline, loses the connection), the broker stops holding jobs for it:
+// without this, the next job would be leased to nobody and sit RUNNING
+// until its lease expired.
+class LeaseReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit LeaseReactor(Broker* broker) : broker_(broker) {}
+
+  // Set before the reactor is returned to gRPC, so before any OnCancel.
+  void set_handle(uint64_t handle) { handle_ = handle; }
+
+  void OnCancel() override {
+    if (handle_ != 0) broker_->CancelLease(handle_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  Broker* const broker_;
+  uint64_t handle_ = 0;
+};
+
 }  // namespace
 
 absl::StatusOr<Outcome> OutcomeFromResult(const v1::Result& result,
@@ -98,14 +119,15 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
     }
   }
   const int64_t max_jobs = request->max_jobs() == 0 ? 1 : request->max_jobs();
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  broker_->Lease(std::move(identity), max_jobs, broker_->Now() + wait,
-                 FinishWith<std::vector<v1::Assignment>>(
-                     reactor, [response](std::vector<v1::Assignment>& granted) {
-                       for (v1::Assignment& assignment : granted) {
-                         *response->add_assignments() = std::move(assignment);
-                       }
-                     }));
+  auto* reactor = new LeaseReactor(broker_);
+  reactor->set_handle(broker_->Lease(
+      std::move(identity), max_jobs, broker_->Now() + wait,
+      FinishWith<std::vector<v1::Assignment>>(
+          reactor, [response](std::vector<v1::Assignment>& granted) {
+            for (v1::Assignment& assignment : granted) {
+              *response->add_assignments() = std::move(assignment);
+            }
+          })));
   return reactor;
 }
 

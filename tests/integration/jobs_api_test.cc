@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "ferry/v1/workers.grpc.pb.h"
@@ -22,6 +23,7 @@
 #include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
 #include "proto/time_util.h"
@@ -747,6 +749,39 @@ TEST_F(JobsApiTest, UnaryLeaseWithoutWaitOnAnEmptyQueueReturnsNothing) {
       v1::LeaseResponse response,
       Call(workers(), &v1::Workers::Stub::Lease, request));
   EXPECT_THAT(response.assignments(), IsEmpty());
+}
+
+TEST_F(JobsApiTest, LeaseCallCancelledWhileWaitingHoldsNoJob) {
+  Tick();  // sets the broker's first retention deadline, a minute out
+  v1::LeaseRequest request;
+  request.set_worker_id("gone");
+  request.add_queues("q");
+  *request.mutable_wait() = DurationProto(absl::Seconds(30));
+  grpc::ClientContext ctx;
+  v1::LeaseResponse response;
+  grpc::Status status;
+  absl::Notification finished;
+  workers().async()->Lease(&ctx, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    finished.Notify();
+  });
+  const absl::Time deadline = Now() + absl::Seconds(30);
+  AwaitWatcherWithDeadline(deadline);
+  ctx.TryCancel();
+  ASSERT_TRUE(finished.WaitForNotificationWithTimeout(kRpcTimeout));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  // The broker lets the call go: nothing waits for its deadline any more.
+  ASSERT_TRUE(Eventually([&] {
+    return server().broker()->NextTickTime() > deadline;
+  })) << "the broker still holds the cancelled Lease call";
+
+  // So the next job waits for a live worker instead of going to it.
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job stored, Get(job.id()));
+  EXPECT_EQ(stored.state(), v1::JOB_STATE_QUEUED);
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Assignment lease, LeaseOne("q"));
+  EXPECT_EQ(lease.job().id(), job.id());
+  EXPECT_EQ(lease.job().attempt(), 1u);
 }
 
 TEST_F(JobsApiTest, UnaryLeaseHeartbeatAndCompleteRunAJobToSuccess) {

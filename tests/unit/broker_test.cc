@@ -40,6 +40,7 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::Optional;
 using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
 
 constexpr absl::Duration kTtl = absl::Seconds(30);
 constexpr absl::Duration kInitialBackoff = absl::Seconds(1);
@@ -1409,6 +1410,45 @@ TEST_F(BrokerTest, UnaryLeaseTimesOutWithNoneOnTick) {
   // The finished long-poll takes nothing more.
   const int64_t id = Submit(Spec());
   EXPECT_EQ(Job(id).state, JobState::kQueued);
+}
+
+TEST_F(BrokerTest, CancelledUnaryLeaseCompletesCancelledAndTakesNothing) {
+  Pending<std::vector<v1::Assignment>> leased;
+  const uint64_t handle = broker_->Lease(
+      Identity("u1"), 1, clock_.Now() + absl::Seconds(10), leased.Callback());
+  ASSERT_NE(handle, 0u);
+  broker_->CancelLease(handle);
+  ASSERT_TRUE(leased.done());
+  EXPECT_THAT(leased.result(), StatusIs(absl::StatusCode::kCancelled));
+
+  const int64_t id = Submit(Spec());
+  EXPECT_EQ(Job(id).state, JobState::kQueued);
+  broker_->CancelLease(handle);  // already gone: nothing happens
+}
+
+TEST_F(BrokerTest, UnaryLeaseCancelledWhileItsLeasesAreStoredPutsThemBack) {
+  const int64_t first = Submit(Spec());
+  const int64_t second = Submit(Spec());
+  Pending<std::vector<v1::Assignment>> leased;
+  {
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    const uint64_t handle = broker_->Lease(
+        Identity("u1"), 2, clock_.Now() + absl::Seconds(10), leased.Callback());
+    ASSERT_NE(handle, 0u);  // both lease writes wait behind the gate
+    broker_->CancelLease(handle);
+  }
+  Settle();
+
+  ASSERT_TRUE(leased.done());
+  EXPECT_THAT(leased.result(), StatusIs(absl::StatusCode::kCancelled));
+  for (int64_t id : {first, second}) {
+    JobRecord job = Job(id);
+    EXPECT_EQ(job.state, JobState::kQueued) << id;
+    EXPECT_EQ(job.attempt, 0) << id;
+  }
+  Worker next = Connect("w2", 2);
+  EXPECT_THAT(AssignedIds(next), UnorderedElementsAre(first, second));
 }
 
 TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
