@@ -12,16 +12,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "base/broker_address.h"
 #include "client/client.h"
 #include "google/protobuf/util/json_util.h"
+#include "proto/names.h"
 #include "proto/time_util.h"
 
 namespace ferry {
 namespace {
-
-constexpr char kDefaultBroker[] = "127.0.0.1:7070";
 
 // ------------------------------------------------------------ commands
 
@@ -155,7 +154,9 @@ void PrintUsage(std::ostream& out) {
   }
   out << "\nGlobal options:\n"
          "  --broker HOST:PORT     ferryd's address (default $FERRY_BROKER, "
-         "else 127.0.0.1:7070)\n"
+         "else "
+      << kDefaultBrokerAddress
+      << ")\n"
          "  --json                 print the broker's response as JSON\n"
          "  --call-timeout D       deadline of each call (default 10s)\n\n"
          "'ferry help COMMAND' or 'ferry COMMAND --help' shows a command's "
@@ -269,12 +270,10 @@ std::optional<UsageError> ParseLabels(
     const std::vector<std::string>& items,
     std::map<std::string, std::string>* labels) {
   for (const std::string& item : items) {
-    size_t eq = item.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return UsageError{
-          absl::StrCat("--label wants key=value, got \"", item, "\"")};
-    }
-    (*labels)[item.substr(0, eq)] = item.substr(eq + 1);
+    absl::StatusOr<std::pair<std::string, std::string>> label =
+        ParseLabelFlag(item);
+    if (!label.ok()) return UsageError{std::string(label.status().message())};
+    (*labels)[label->first] = std::move(label->second);
   }
   return std::nullopt;
 }
@@ -774,10 +773,11 @@ int Cli::Run(const Command& command, const Parsed& p) {
 
 }  // namespace
 
-int RunCli(const std::vector<std::string>& args, const std::string& env_broker,
-           std::ostream& out, std::ostream& err) {
+int RunCli(const std::vector<std::string>& args,
+           const std::string& default_broker, std::ostream& out,
+           std::ostream& err) {
   // Global options come before the command; --json may also come after.
-  std::string broker = env_broker.empty() ? kDefaultBroker : env_broker;
+  std::string broker = default_broker;
   bool json = false;
   absl::Duration call_timeout = absl::Seconds(10);
   size_t i = 0;

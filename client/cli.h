@@ -19,9 +19,11 @@ enum ExitCode : int {
 };
 
 // Runs `ferry ARGS...` (args excludes the program name). Results go to
-// `out`, messages and errors to `err`. `env_broker` is $FERRY_BROKER.
-int RunCli(const std::vector<std::string>& args, const std::string& env_broker,
-           std::ostream& out, std::ostream& err);
+// `out`, messages and errors to `err`. `default_broker` is used unless
+// --broker says otherwise (ferry passes BrokerAddressFromEnv()).
+int RunCli(const std::vector<std::string>& args,
+           const std::string& default_broker, std::ostream& out,
+           std::ostream& err);
 
 }  // namespace ferry
 

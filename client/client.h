@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "base/broker_address.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "grpcpp/channel.h"
 
@@ -46,7 +47,7 @@ struct SubmitResult {
 
 struct ClientOptions {
   // host:port of ferryd.
-  std::string broker = "127.0.0.1:7070";
+  std::string broker = kDefaultBrokerAddress;
   // Deadline of every call (Wait adds its own timeout to it).
   absl::Duration timeout = absl::Seconds(10);
   // Use this channel instead of dialing `broker` (tests, shared channels).

@@ -1,15 +1,14 @@
 // ferry: the command-line client. See `ferry help`.
 
-#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "base/broker_address.h"
 #include "client/cli.h"
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  const char* broker = std::getenv("FERRY_BROKER");
-  return ferry::RunCli(args, broker != nullptr ? broker : "", std::cout,
+  return ferry::RunCli(args, ferry::BrokerAddressFromEnv(), std::cout,
                        std::cerr);
 }

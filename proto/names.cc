@@ -28,4 +28,15 @@ absl::Status ValidateName(absl::string_view what, absl::string_view name,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::pair<std::string, std::string>> ParseLabelFlag(
+    absl::string_view item) {
+  const size_t eq = item.find('=');
+  if (eq == absl::string_view::npos || eq == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--label wants key=value, got \"", item, "\""));
+  }
+  return std::make_pair(std::string(item.substr(0, eq)),
+                        std::string(item.substr(eq + 1)));
+}
+
 }  // namespace ferry

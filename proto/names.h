@@ -6,8 +6,11 @@
 // which check early so the user hears about a typo before any call.
 
 #include <cstddef>
+#include <string>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace ferry {
@@ -22,6 +25,12 @@ bool IsNameChar(char c);
 // and the rule.
 absl::Status ValidateName(absl::string_view what, absl::string_view name,
                           size_t max_length = kMaxNameLength);
+
+// One `key=value` given to a --label flag (ferry's and ferry-worker's). The
+// value may be empty and may hold '='. INVALID_ARGUMENT quoting `item` if
+// it has no '=' or an empty key; the broker checks the rest.
+absl::StatusOr<std::pair<std::string, std::string>> ParseLabelFlag(
+    absl::string_view item);
 
 }  // namespace ferry
 

@@ -22,7 +22,7 @@
 #include "server/server.h"
 #include "storage/sqlite_store.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
+ABSL_FLAG(std::string, listen, ferry::kDefaultBrokerAddress,
           "Address to serve gRPC on, host:port. Port 0 picks a free port; "
           "the log line 'listening address=...' tells which.");
 ABSL_FLAG(std::string, db, "./data/ferry.db",

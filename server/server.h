@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/broker_address.h"
 #include "base/clock.h"
 #include "grpcpp/server.h"
 #include "server/broker.h"
@@ -21,7 +22,7 @@ class WorkersService;
 
 struct ServerOptions {
   // host:port; port 0 lets the kernel pick (see FerryServer::port()).
-  std::string listen = "127.0.0.1:7070";
+  std::string listen = kDefaultBrokerAddress;
   BrokerOptions broker;
   // How often the ticker runs the broker's time-driven work at the most
   // idle; it also wakes for the next known deadline. Zero: no ticker thread

@@ -9,7 +9,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -20,8 +19,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "base/broker_address.h"
 #include "base/flags_usage.h"
 #include "base/log_format.h"
 #include "proto/names.h"
@@ -89,10 +88,7 @@ int Run(int argc, char** argv) {
 
   WorkerOptions options;
   options.broker = absl::GetFlag(FLAGS_broker);
-  if (options.broker.empty()) {
-    const char* env = std::getenv("FERRY_BROKER");
-    options.broker = env != nullptr && env[0] != '\0' ? env : "127.0.0.1:7070";
-  }
+  if (options.broker.empty()) options.broker = BrokerAddressFromEnv();
   options.queues = absl::GetFlag(FLAGS_queues);
   if (options.queues.empty()) return Usage("--queues is required");
   for (const std::string& queue : options.queues) {
@@ -104,14 +100,11 @@ int Run(int argc, char** argv) {
   if (options.concurrency < 1 || options.concurrency > 10000) {
     return Usage("--concurrency must be between 1 and 10000");
   }
-  for (const std::string& label : absl::GetFlag(FLAGS_label)) {
-    std::pair<std::string, std::string> kv =
-        absl::StrSplit(label, absl::MaxSplits('=', 1));
-    if (kv.first.empty() || label.find('=') == std::string::npos) {
-      return Usage(
-          absl::StrCat("--label wants key=value, got \"", label, "\""));
-    }
-    options.labels.insert(std::move(kv));
+  for (const std::string& item : absl::GetFlag(FLAGS_label)) {
+    absl::StatusOr<std::pair<std::string, std::string>> label =
+        ParseLabelFlag(item);
+    if (!label.ok()) return Usage(std::string(label.status().message()));
+    options.labels.insert(*std::move(label));
   }
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (!options.worker_id.empty()) {

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/broker_address.h"
 #include "base/clock.h"
 #include "ferry/v1/workers.grpc.pb.h"
 #include "grpcpp/channel.h"
@@ -94,7 +95,7 @@ using Handler = std::function<JobOutcome(JobContext&)>;
 
 struct WorkerOptions {
   // host:port of ferryd.
-  std::string broker = "127.0.0.1:7070";
+  std::string broker = kDefaultBrokerAddress;
   // Queues to take jobs from (at least one).
   std::vector<std::string> queues;
   // Jobs run at once; also the credits granted to the broker.

@@ -427,6 +427,8 @@ TEST_F(FerryWorkerTest, UsageErrorsExitTwoWithAMessage) {
       {{"--queues=q", "--concurrency=0", "--", "cat"},
        "--concurrency must be between"},
       {{"--queues=bad queue!", "--", "cat"}, "queue"},
+      {{"--queues=q", "--label=novalue", "--", "cat"},
+       "--label wants key=value, got \"novalue\""},
       {{"--queues=q", "--handlers=" + bad_handlers}, "line 2"},
       {{"--queues=q", "--handlers=" + bad_handlers, "--", "cat"}, "not both"},
   };

@@ -20,6 +20,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "gtest/gtest.h"
+#include "proto/names.h"
 #include "server/convert.h"
 #include "storage/store.h"
 #include "tests/status_matchers.h"
@@ -83,6 +84,29 @@ TEST(ValidateName, ErrorQuotesAtMost64CharactersEscaped) {
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
                                HasSubstr("\\n\\n...\"")));
   EXPECT_LT(status.message().size(), 400u);
+}
+
+// ---------------------------------------------------------- ParseLabelFlag
+
+TEST(ParseLabelFlag, SplitsAtTheFirstEquals) {
+  EXPECT_THAT(
+      ParseLabelFlag("tenant=acme"),
+      IsOkAndHolds(std::make_pair(std::string("tenant"), std::string("acme"))));
+  EXPECT_THAT(
+      ParseLabelFlag("expr=a=b"),
+      IsOkAndHolds(std::make_pair(std::string("expr"), std::string("a=b"))));
+  EXPECT_THAT(
+      ParseLabelFlag("empty="),
+      IsOkAndHolds(std::make_pair(std::string("empty"), std::string(""))));
+}
+
+TEST(ParseLabelFlag, NoEqualsOrNoKeyIsInvalidAndQuotesTheItem) {
+  EXPECT_THAT(ParseLabelFlag("novalue"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--label wants key=value, got \"novalue\"")));
+  EXPECT_THAT(ParseLabelFlag("=x"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("\"=x\"")));
+  EXPECT_THAT(ParseLabelFlag(""), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 // ---------------------------------------------------------- ValidateLabels
