@@ -1039,15 +1039,21 @@ void Broker::CancelLease(uint64_t handle) {
   if (it == sessions_.end() || !it->second.unary) return;
   Session& session = it->second;
   // Leases still being written find no session when they land, and are
-  // put back then (OnGranted).
+  // put back then (OnGranted). One that expired or was cancelled meanwhile
+  // is already on its way out.
+  int put_back = 0;
   for (const v1::Assignment& assignment : session.assignments) {
     auto lease = leases_.find(assignment.lease_token());
-    if (lease != leases_.end()) ReleaseUndelivered(lease->first, lease->second);
+    if (lease == leases_.end() || lease->second.phase != LeasePhase::kActive) {
+      continue;
+    }
+    ReleaseUndelivered(lease->first, lease->second);
+    ++put_back;
   }
   spdlog::info(
       "lease call cancelled by its caller worker_id={} jobs_put_back={} "
       "leases_in_flight={}",
-      session.identity.worker_id, session.assignments.size(), session.granting);
+      session.identity.worker_id, put_back, session.granting);
   kicks.Defer([done = std::move(session.unary_done)]() mutable {
     std::move(done)(absl::CancelledError("the caller went away"));
   });

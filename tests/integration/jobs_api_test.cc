@@ -752,24 +752,36 @@ TEST_F(JobsApiTest, UnaryLeaseWithoutWaitOnAnEmptyQueueReturnsNothing) {
 }
 
 TEST_F(JobsApiTest, LeaseCallCancelledWhileWaitingHoldsNoJob) {
-  Tick();  // sets the broker's first retention deadline, a minute out
-  v1::LeaseRequest request;
-  request.set_worker_id("gone");
-  request.add_queues("q");
-  *request.mutable_wait() = DurationProto(absl::Seconds(30));
-  grpc::ClientContext ctx;
-  v1::LeaseResponse response;
-  grpc::Status status;
-  absl::Notification finished;
-  workers().async()->Lease(&ctx, &request, &response, [&](grpc::Status s) {
-    status = std::move(s);
-    finished.Notify();
-  });
+  // The broker's next tick is its first retention run, a minute out, until
+  // the Lease call below registers a nearer one.
+  Tick();
+  ASSERT_TRUE(Eventually([&] {
+    return server().broker()->NextTickTime() > Now() + absl::Seconds(59);
+  }));
+  // Shared with the callback, which may outlive a failed assertion here.
+  struct Call {
+    v1::LeaseRequest request;
+    v1::LeaseResponse response;
+    grpc::ClientContext ctx;
+    grpc::Status status;
+    absl::Notification finished;
+  };
+  auto call = std::make_shared<Call>();
+  call->request.set_worker_id("gone");
+  call->request.add_queues("q");
+  *call->request.mutable_wait() = DurationProto(absl::Seconds(30));
+  workers().async()->Lease(&call->ctx, &call->request, &call->response,
+                           [call](grpc::Status s) {
+                             call->status = std::move(s);
+                             call->finished.Notify();
+                           });
   const absl::Time deadline = Now() + absl::Seconds(30);
-  AwaitWatcherWithDeadline(deadline);
-  ctx.TryCancel();
-  ASSERT_TRUE(finished.WaitForNotificationWithTimeout(kRpcTimeout));
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(Eventually([&] {
+    return server().broker()->NextTickTime() == deadline;
+  })) << "the broker never registered the Lease call";
+  call->ctx.TryCancel();
+  ASSERT_TRUE(call->finished.WaitForNotificationWithTimeout(kRpcTimeout));
+  EXPECT_EQ(call->status.error_code(), grpc::StatusCode::CANCELLED);
   // The broker lets the call go: nothing waits for its deadline any more.
   ASSERT_TRUE(Eventually([&] {
     return server().broker()->NextTickTime() > deadline;

@@ -1451,6 +1451,45 @@ TEST_F(BrokerTest, UnaryLeaseCancelledWhileItsLeasesAreStoredPutsThemBack) {
   EXPECT_THAT(AssignedIds(next), UnorderedElementsAre(first, second));
 }
 
+TEST_F(BrokerTest, UnaryLeaseCancelledWithOneJobLeasedAndOneInFlightPutsBoth) {
+  const int64_t first = Submit(Spec());
+  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<CreateResult>> submitted;
+  uint64_t handle = 0;
+  {
+    WriterGate first_gate(*store_);
+    ASSERT_TRUE(first_gate.WaitHeld());
+    // `first` is leased to the call; its write's callback waits here.
+    handle = broker_->Lease(Identity("u1"), 2, clock_.Now() + absl::Seconds(10),
+                            leased.Callback());
+    ASSERT_NE(handle, 0u);
+    WriterGate second_gate(*store_);
+    // The call still has a credit: this job is leased to it as stored.
+    broker_->Submit({Record(Spec())}, submitted.Callback());
+    first_gate.Open();
+    // The first lease has landed (the call holds it, undelivered: the
+    // second is still being written); the second waits at this gate.
+    ASSERT_TRUE(second_gate.WaitHeld());
+    EXPECT_FALSE(leased.done());
+    broker_->CancelLease(handle);
+  }
+  Settle();
+
+  ASSERT_TRUE(leased.done());
+  EXPECT_THAT(leased.result(), StatusIs(absl::StatusCode::kCancelled));
+  ASSERT_TRUE(submitted.done());
+  ASSERT_THAT(submitted.result(), IsOk());
+  ASSERT_THAT(*submitted.result(), SizeIs(1));
+  const int64_t second = submitted.result()->front().job.id;
+  for (int64_t id : {first, second}) {
+    JobRecord job = Job(id);
+    EXPECT_EQ(job.state, JobState::kQueued) << id;
+    EXPECT_EQ(job.attempt, 0) << id;
+  }
+  Worker next = Connect("w2", 2);
+  EXPECT_THAT(AssignedIds(next), UnorderedElementsAre(first, second));
+}
+
 TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
   const int64_t id = Submit(Spec());
   Pending<std::vector<v1::Assignment>> leased;
