@@ -15,6 +15,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "base/broker_address.h"
 #include "base/clock.h"
 #include "base/flags_usage.h"
 #include "base/log_format.h"

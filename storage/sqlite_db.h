@@ -107,6 +107,7 @@ class Connection {
   bool InTransaction() const;
   int Changes() const;
   // Memory the page cache holds (SQLITE_DBSTATUS_CACHE_USED), in bytes.
+  // Like every call here, only on the thread using the connection.
   int64_t CacheBytes() const;
   sqlite3* handle() const { return db_; }
 

@@ -1130,6 +1130,10 @@ absl::Status Migrate(Connection& db, const std::string& path, int64_t version) {
 
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
     const SqliteOptions& options) {
+  if (options.cache_kib <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SqliteOptions.cache_kib must be positive, got ", options.cache_kib));
+  }
   FERRY_ASSIGN_OR_RETURN(int lock_fd, LockDatabase(options.path));
   auto fail = [lock_fd](absl::Status status) {
     close(lock_fd);

@@ -239,7 +239,7 @@ class Store {
   virtual int64_t CommitCount() const = 0;
 
   // Memory held by the write connection's page cache after the last
-  // commit, in bytes.
+  // commit, in bytes (for tests and stats).
   virtual int64_t WriterCacheBytes() const = 0;
 };
 

@@ -307,6 +307,16 @@ TEST_F(SqliteStoreTest, WriterPageCacheStaysWithinCacheKib) {
   EXPECT_LE(bytes, 256 * 1024);
 }
 
+TEST_F(SqliteStoreTest, CacheKibBelowOneIsInvalidAndCreatesNothing) {
+  for (int64_t kib : {0, -5}) {
+    EXPECT_THAT(OpenWithCache(kib),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("cache_kib must be positive")))
+        << kib;
+  }
+  EXPECT_FALSE(std::filesystem::exists(path_));
+}
+
 TEST_F(SqliteStoreTest, WriterPageCacheGrowsToALargerCacheKib) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
                              OpenWithCache(64 * 1024));
