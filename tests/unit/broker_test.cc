@@ -40,7 +40,7 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::Optional;
 using ::testing::SizeIs;
-using ::testing::UnorderedElementsAre;
+using ::testing::UnorderedElementsAreArray;
 
 constexpr absl::Duration kTtl = absl::Seconds(30);
 constexpr absl::Duration kInitialBackoff = absl::Seconds(1);
@@ -526,6 +526,18 @@ class BrokerTest : public ::testing::Test {
   void AddCredit(const Worker& worker, int64_t credits) {
     broker_->AddCredit(worker.session, credits);
     Settle();
+  }
+
+  // Jobs whose leases went to a caller that left: QUEUED with the attempt
+  // undone, and the next worker to connect gets them.
+  void ExpectPutBack(const std::vector<int64_t>& ids) {
+    for (int64_t id : ids) {
+      JobRecord job = Job(id);
+      EXPECT_EQ(job.state, JobState::kQueued) << id;
+      EXPECT_EQ(job.attempt, 0) << id;
+    }
+    Worker next = Connect("w2", static_cast<int64_t>(ids.size()));
+    EXPECT_THAT(AssignedIds(next), UnorderedElementsAreArray(ids));
   }
 
   void Heartbeat(const Worker& worker, const std::string& token) {
@@ -1442,13 +1454,7 @@ TEST_F(BrokerTest, UnaryLeaseCancelledWhileItsLeasesAreStoredPutsThemBack) {
 
   ASSERT_TRUE(leased.done());
   EXPECT_THAT(leased.result(), StatusIs(absl::StatusCode::kCancelled));
-  for (int64_t id : {first, second}) {
-    JobRecord job = Job(id);
-    EXPECT_EQ(job.state, JobState::kQueued) << id;
-    EXPECT_EQ(job.attempt, 0) << id;
-  }
-  Worker next = Connect("w2", 2);
-  EXPECT_THAT(AssignedIds(next), UnorderedElementsAre(first, second));
+  ExpectPutBack({first, second});
 }
 
 TEST_F(BrokerTest, UnaryLeaseCancelledWithOneJobLeasedAndOneInFlightPutsBoth) {
@@ -1481,13 +1487,7 @@ TEST_F(BrokerTest, UnaryLeaseCancelledWithOneJobLeasedAndOneInFlightPutsBoth) {
   ASSERT_THAT(submitted.result(), IsOk());
   ASSERT_THAT(*submitted.result(), SizeIs(1));
   const int64_t second = submitted.result()->front().job.id;
-  for (int64_t id : {first, second}) {
-    JobRecord job = Job(id);
-    EXPECT_EQ(job.state, JobState::kQueued) << id;
-    EXPECT_EQ(job.attempt, 0) << id;
-  }
-  Worker next = Connect("w2", 2);
-  EXPECT_THAT(AssignedIds(next), UnorderedElementsAre(first, second));
+  ExpectPutBack({first, second});
 }
 
 TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
