@@ -1,9 +1,11 @@
 #include "server/worker_stream.h"
 
+#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "proto/batch.h"
 #include "proto/grpc_status.h"
 #include "server/convert.h"
 #include "server/validate.h"
@@ -13,10 +15,6 @@ namespace ferry {
 namespace {
 
 constexpr int kMaxQueuesPerWorker = 64;
-// What one ServerMessage.batch bundles at most: well under a worker's
-// default 4 MiB receive limit, however large the payloads.
-constexpr size_t kMaxBatchMessages = 256;
-constexpr size_t kMaxBatchBytes = 256 << 10;
 constexpr int kMaxHeldLeases = 100000;
 
 }  // namespace
@@ -38,19 +36,13 @@ void WorkerStream::Close(absl::Status status) {
 void WorkerStream::Kick() {
   absl::Status finish;
   bool more = false;
-  const size_t max_messages = batches_.load() ? kMaxBatchMessages : 1;
+  const bool batches = batches_.load();
   // Messages queued together (the acks of one commit, say) leave as one
   // batch if the worker takes batches, else in one write to the socket.
-  switch (writes_.NextMerged(
-      &out_, &finish, &more, max_messages, kMaxBatchBytes,
-      [](const v1::ServerMessage& msg) { return msg.ByteSizeLong(); },
-      [](v1::ServerMessage* batch, v1::ServerMessage&& next) {
-        if (!batch->has_batch()) {
-          v1::ServerMessage first = std::move(*batch);
-          batch->Clear();
-          *batch->mutable_batch()->add_messages() = std::move(first);
-        }
-        *batch->mutable_batch()->add_messages() = std::move(next);
+  switch (writes_.Next(
+      &out_, &finish, &more,
+      [batches](std::deque<v1::ServerMessage>& queue, v1::ServerMessage* out) {
+        TakeNextWrite(queue, batches, out);
       })) {
     case WriteQueue<v1::ServerMessage>::Action::kWrite:
       StartWrite(&out_, more ? grpc::WriteOptions().set_buffer_hint()

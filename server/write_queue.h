@@ -38,35 +38,22 @@ class WriteQueue {
   // and go out with them in one syscall).
   // kFinish: finish the call with `*status` (returned once).
   Action Next(Item* item, absl::Status* status, bool* more) {
-    return NextMerged(
-        item, status, more, /*max_items=*/1, /*max_bytes=*/0,
-        [](const Item&) { return size_t{0}; }, [](Item*, Item&&) {});
+    return Next(item, status, more, [](std::deque<Item>& queue, Item* out) {
+      *out = std::move(queue.front());
+      queue.pop_front();
+    });
   }
 
-  // Like Next, but up to `max_items` queued items leave in one write: each
-  // one after the first is handed to `merge(item, next)` while their `size`
-  // adds up to at most `max_bytes` (the first is always taken; sizes are
-  // only computed when there is a second item to consider).
-  template <typename SizeFn, typename MergeFn>
-  Action NextMerged(Item* item, absl::Status* status, bool* more,
-                    size_t max_items, size_t max_bytes, SizeFn size,
-                    MergeFn merge) {
+  // Like Next, but `take(queue, item)` moves what the write carries out of
+  // the non-empty queue: the front, or several bundled in one (see
+  // TakeNextWrite in proto/batch.h).
+  template <typename TakeFn>
+  Action Next(Item* item, absl::Status* status, bool* more, TakeFn take) {
     absl::MutexLock lock(&mu_);
     if (done_ || writing_ || finished_) return Action::kNothing;
     if (!pending_.empty()) {
       writing_ = true;
-      *item = std::move(pending_.front());
-      pending_.pop_front();
-      if (max_items > 1 && !pending_.empty()) {
-        size_t bytes = size(*item);
-        for (size_t count = 1; count < max_items && !pending_.empty();
-             ++count) {
-          bytes += size(pending_.front());
-          if (bytes > max_bytes) break;
-          merge(item, std::move(pending_.front()));
-          pending_.pop_front();
-        }
-      }
+      take(pending_, item);
       *more = !pending_.empty();
       return Action::kWrite;
     }

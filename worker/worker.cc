@@ -16,6 +16,7 @@
 #include "base/log_format.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "proto/batch.h"
 #include "proto/grpc_status.h"
 #include "proto/names.h"
 #include "proto/time_util.h"
@@ -85,10 +86,6 @@ struct Worker::Running {
   absl::Duration ttl;
   absl::Time started;
 };
-
-// What one WorkerMessage.batch bundles at most.
-constexpr int kMaxBatchMessages = 256;
-constexpr size_t kMaxBatchBytes = 256 << 10;
 
 // One Workers.Connect stream on gRPC's callback API: what the broker sends
 // is handled on gRPC's threads as it arrives (no thread of ours waits on the
@@ -179,22 +176,8 @@ class Worker::Connection final
       absl::MutexLock lock(&mu_);
       if (busy_ || sealed_) return;
       if (!pending_.empty()) {
-        if (batches_.load() && pending_.size() > 1) {
-          // Everything queued (results of jobs that finished together,
-          // say) in one message, within bounds.
-          out_.Clear();
-          auto* messages = out_.mutable_batch()->mutable_messages();
-          size_t bytes = 0;
-          while (!pending_.empty() && messages->size() < kMaxBatchMessages) {
-            bytes += pending_.front().ByteSizeLong();
-            if (!messages->empty() && bytes > kMaxBatchBytes) break;
-            *messages->Add() = std::move(pending_.front());
-            pending_.pop_front();
-          }
-        } else {
-          out_ = std::move(pending_.front());
-          pending_.pop_front();
-        }
+        // Results of jobs that finished together, say, go in one batch.
+        TakeNextWrite(pending_, batches_.load(), &out_);
         // More queued: let this one wait in the buffer and leave with them.
         if (!pending_.empty()) options.set_buffer_hint();
         write = true;
