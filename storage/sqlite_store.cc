@@ -614,10 +614,14 @@ class SqliteStore final : public Store {
   }
 
   void Flush() override {
-    absl::Notification flushed;
-    Enqueue<bool>([](Connection&) -> absl::StatusOr<bool> { return true; },
-                  [&flushed](absl::StatusOr<bool>) { flushed.Notify(); });
-    flushed.WaitForNotification();
+    (void)RunOnWriter<bool>(
+        [](Connection&) -> absl::StatusOr<bool> { return true; });
+  }
+
+  absl::StatusOr<int64_t> WriterCacheBytes() override {
+    return RunOnWriter<int64_t>([](Connection& db) -> absl::StatusOr<int64_t> {
+      return db.CacheBytes();
+    });
   }
 
   absl::StatusOr<JobRecord> GetJob(int64_t id, bool with_payload) override {
@@ -753,10 +757,6 @@ class SqliteStore final : public Store {
     return commits_.load(std::memory_order_relaxed);
   }
 
-  int64_t WriterCacheBytes() const override {
-    return writer_cache_bytes_.load(std::memory_order_relaxed);
-  }
-
  private:
   static absl::StatusOr<CreateResult> InsertJob(Connection& db,
                                                 const JobRecord& job) {
@@ -831,6 +831,20 @@ class SqliteStore final : public Store {
     FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row || stmt.IsNull(0)) return std::nullopt;
     return absl::FromUnixMicros(stmt.Int(0));
+  }
+
+  // Runs `fn` on the writer thread, after the writes queued before it, and
+  // waits for its result.
+  template <typename T>
+  absl::StatusOr<T> RunOnWriter(typename TypedOp<T>::Fn fn) {
+    absl::Notification done;
+    absl::StatusOr<T> result;
+    Enqueue<T>(std::move(fn), [&](absl::StatusOr<T> r) {
+      result = std::move(r);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
   }
 
   template <typename T>
@@ -928,7 +942,6 @@ class SqliteStore final : public Store {
       return status;
     }
     commits_.fetch_add(1, std::memory_order_relaxed);
-    writer_cache_bytes_.store(db.CacheBytes(), std::memory_order_relaxed);
     return absl::OkStatus();
   }
 
@@ -974,7 +987,6 @@ class SqliteStore final : public Store {
   std::unique_ptr<Connection> writer_;  // used only by the writer thread
   const int lock_fd_;
   std::atomic<int64_t> commits_{0};
-  std::atomic<int64_t> writer_cache_bytes_{0};
 
   struct Batch {
     std::vector<std::unique_ptr<Op>> ops;

@@ -238,9 +238,10 @@ class Store {
   // than the number of writes.
   virtual int64_t CommitCount() const = 0;
 
-  // Memory held by the write connection's page cache after the last
-  // commit, in bytes (for tests and stats).
-  virtual int64_t WriterCacheBytes() const = 0;
+  // Memory held by the write connection's page cache once the writes
+  // queued before the call are done, in bytes (for tests and stats; it
+  // waits for the writer, like Flush).
+  virtual absl::StatusOr<int64_t> WriterCacheBytes() = 0;
 };
 
 }  // namespace ferry

@@ -231,7 +231,7 @@ class SettlingStore final : public Store {
     return inner_->NextScheduledTime();
   }
   int64_t CommitCount() const override { return inner_->CommitCount(); }
-  int64_t WriterCacheBytes() const override {
+  absl::StatusOr<int64_t> WriterCacheBytes() override {
     return inner_->WriterCacheBytes();
   }
 

@@ -283,7 +283,7 @@ TEST_F(SqliteStoreTest, DestroyingTheStoreCompletesPendingWrites) {
 }
 
 // Writes ~8 MiB of jobs (4 KiB payloads) in groups of 100; returns the
-// writer's page cache size after the last commit.
+// writer's page cache size once they are committed.
 absl::StatusOr<int64_t> CacheAfterWritingMegabytes(Store& store,
                                                    absl::Time now) {
   for (int group = 0; group < 20; ++group) {
