@@ -1019,17 +1019,13 @@ uint64_t Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
   session.unary = true;
   session.deadline = deadline;
   session.unary_done = std::move(done);
-  session.credits = std::min(max_jobs, options_.max_credits);
   session.hungry_in.assign(session.identity.queues.size(), false);
   session.connected_at = session.last_seen = clock_->Now();
   unary_sessions_.insert(handle);
-  MarkHungry(session);
-  const std::vector<std::string> queues = session.identity.queues;
-  for (const std::string& queue : queues) Dispatch(queue, kicks);
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end()) return 0;
-  FinishUnaryIfDone(it->second, kicks);
-  return sessions_.contains(handle) ? handle : 0;
+  GrantCredits(session, max_jobs, /*reset=*/true, kicks);
+  // Dispatching adds and removes no session: `session` is still valid.
+  FinishUnaryIfDone(session, kicks);
+  return sessions_.contains(handle) ? handle : 0;  // 0: finished at once
 }
 
 void Broker::CancelLease(uint64_t handle) {
