@@ -4,10 +4,13 @@
 // Proto helpers for tests that speak the API, whatever they link (the e2e
 // tests link no server code).
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "ferry/v1/job.pb.h"
+#include "ferry/v1/jobs.pb.h"
 
 namespace ferry::testing {
 
@@ -19,6 +22,13 @@ inline v1::JobSpec Spec(absl::string_view queue, absl::string_view kind,
   spec.set_kind(std::string(kind));
   spec.set_payload(std::string(payload));
   return spec;
+}
+
+// A queue's job counts in field order: scheduled, queued, running,
+// succeeded, failed, cancelled (to compare with ElementsAre).
+inline std::vector<uint64_t> Counts(const v1::QueueInfo& info) {
+  return {info.scheduled(), info.queued(), info.running(),
+          info.succeeded(), info.failed(), info.cancelled()};
 }
 
 }  // namespace ferry::testing

@@ -411,12 +411,8 @@ TEST_F(JobsApiTest, QueueStatsCountsJobsByState) {
   FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo s, Stats("s"));
   EXPECT_EQ(s.name(), "s");
   EXPECT_FALSE(s.paused());
-  EXPECT_EQ(s.scheduled(), 1u);
-  EXPECT_EQ(s.queued(), 2u);
-  EXPECT_EQ(s.running(), 1u);
-  EXPECT_EQ(s.succeeded(), 1u);
-  EXPECT_EQ(s.failed(), 1u);
-  EXPECT_EQ(s.cancelled(), 1u);
+  // scheduled, queued, running, succeeded, failed, cancelled
+  EXPECT_THAT(Counts(s), ElementsAre(1, 2, 1, 1, 1, 1));
   EXPECT_EQ(FromProto(s.oldest_queued_age()), absl::Seconds(7));
 
   FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueStatsResponse all, AllStats());
@@ -426,12 +422,7 @@ TEST_F(JobsApiTest, QueueStatsCountsJobsByState) {
 
   // A queue with nothing in it reports zeros.
   FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo empty, Stats("nothing-here"));
-  EXPECT_EQ(empty.scheduled(), 0u);
-  EXPECT_EQ(empty.queued(), 0u);
-  EXPECT_EQ(empty.running(), 0u);
-  EXPECT_EQ(empty.succeeded(), 0u);
-  EXPECT_EQ(empty.failed(), 0u);
-  EXPECT_EQ(empty.cancelled(), 0u);
+  EXPECT_THAT(Counts(empty), ElementsAre(0, 0, 0, 0, 0, 0));
   EXPECT_FALSE(empty.paused());
 }
 
