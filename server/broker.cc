@@ -1168,7 +1168,12 @@ absl::Time Broker::NextTickTime() {
   if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
   for (uint64_t handle : unary_sessions_) {
     auto it = sessions_.find(handle);
-    if (it != sessions_.end()) next = std::min(next, it->second.deadline);
+    // A call with a lease being written is answered when the write lands
+    // (OnGranted), not by a tick: its deadline, even past, is no reason
+    // to wake the ticker.
+    if (it != sessions_.end() && it->second.granting == 0) {
+      next = std::min(next, it->second.deadline);
+    }
   }
   for (const auto& [handle, watcher] : watchers_) {
     next = std::min(next, watcher.deadline);

@@ -1490,6 +1490,28 @@ TEST_F(BrokerTest, UnaryLeaseCancelledWithOneJobLeasedAndOneInFlightPutsBoth) {
   ExpectPutBack({first, second});
 }
 
+TEST_F(BrokerTest, UnaryLeaseWhoseLeaseIsBeingWrittenDoesNotWakeTheTicker) {
+  const int64_t id = Submit(Spec());
+  Tick();  // the first retention pass is due at start
+  ASSERT_GT(broker_->NextTickTime(), clock_.Now());
+  Pending<std::vector<v1::Assignment>> leased;
+  {
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    // No wait: the call's deadline is now, but its answer is the lease
+    // write, held at the gate. A tick could do nothing for it, so the
+    // ticker must not be told to run at once (it would spin).
+    broker_->Lease(Identity("u1"), 1, clock_.Now(), leased.Callback());
+    EXPECT_FALSE(leased.done());
+    EXPECT_GT(broker_->NextTickTime(), clock_.Now());
+  }
+  Settle();
+  ASSERT_TRUE(leased.done());
+  ASSERT_THAT(leased.result(), IsOk());
+  ASSERT_THAT(*leased.result(), SizeIs(1));
+  EXPECT_EQ(ParseJobId(leased.result()->front().job().id()).value_or(-1), id);
+}
+
 TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
   const int64_t id = Submit(Spec());
   Pending<std::vector<v1::Assignment>> leased;
