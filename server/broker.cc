@@ -173,7 +173,8 @@ void Broker::ReturnCredit(uint64_t handle, KickList& kicks) {
   ++session.credits;
   if (session.unary) {
     FinishUnaryIfDone(session, kicks);
-    return;
+    if (!sessions_.contains(handle)) return;  // answered
+    // Still waiting: back in line for the next job, as a stream would be.
   }
   MarkHungry(session);
   for (const std::string& queue : session.identity.queues) {

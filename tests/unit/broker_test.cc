@@ -1490,6 +1490,28 @@ TEST_F(BrokerTest, UnaryLeaseCancelledWithOneJobLeasedAndOneInFlightPutsBoth) {
   ExpectPutBack({first, second});
 }
 
+TEST_F(BrokerTest, UnaryLeaseHandedADuplicateKeepsWaitingForTheNextJob) {
+  v1::JobSpec keyed = Spec();
+  keyed.set_idempotency_key("once");
+  const int64_t first = Submit(keyed);
+  ASSERT_THAT(CancelJob(first), IsOk());  // the queue is empty again
+
+  Pending<std::vector<v1::Assignment>> leased;
+  broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(10),
+                 leased.Callback());
+  Settle();
+  // Leased to the waiting call as it is stored, then found to be a
+  // duplicate: the call gets its credit back and must still be waiting.
+  EXPECT_EQ(Submit(keyed), first);
+  EXPECT_FALSE(leased.done());
+
+  const int64_t next = Submit(Spec());
+  ASSERT_TRUE(leased.done());
+  ASSERT_THAT(leased.result(), IsOk());
+  ASSERT_THAT(*leased.result(), SizeIs(1));
+  EXPECT_EQ(ParseJobId(leased.result()->front().job().id()).value_or(-1), next);
+}
+
 TEST_F(BrokerTest, UnaryLeaseWhoseLeaseIsBeingWrittenDoesNotWakeTheTicker) {
   const int64_t id = Submit(Spec());
   Tick();  // the first retention pass is due at start
