@@ -242,13 +242,31 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
 void Broker::ReleaseUndelivered(const std::string& token, LeaseState& lease) {
   lease.phase = LeasePhase::kEnding;
   deadlines_.erase({lease.deadline, token});
-  store_->ReleaseLease(lease.job_id, token, clock_->Now(),
-                       [this, token](absl::StatusOr<JobRecord> released) {
-                         KickList kicks;
-                         absl::MutexLock lock(&mu_);
-                         DropLease(token);
-                         if (released.ok()) Applied(*released, kicks);
-                       });
+  store_->ReleaseLease(
+      lease.job_id, token, clock_->Now(),
+      [this, token, job_id = lease.job_id](absl::StatusOr<JobRecord> released) {
+        KickList kicks;
+        absl::MutexLock lock(&mu_);
+        if (released.ok() || LeaseGone(released.status())) {
+          DropLease(token);
+          if (released.ok()) Applied(*released, kicks);
+          return;
+        }
+        spdlog::error(
+            "putting back an undelivered lease failed job_id={} status=\"{}\"; "
+            "the job stays leased until its lease expires",
+            job_id, released.status().ToString());
+        KeepLeaseAfterFailedEnd(token);
+      });
+}
+
+void Broker::KeepLeaseAfterFailedEnd(const std::string& token) {
+  auto it = leases_.find(token);
+  if (it == leases_.end()) return;
+  LeaseState& lease = it->second;
+  lease.phase = LeasePhase::kActive;
+  SetDeadline(token, lease,
+              std::max(lease.deadline, clock_->Now() + lease.ttl));
 }
 
 void Broker::FinishUnaryIfDone(Session& session, KickList& kicks) {
@@ -670,16 +688,8 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
         if (job.ok() || LeaseGone(job.status())) {
           DropLease(token);
         } else {
-          // Storage failed: the attempt is still running on disk. Keep the
-          // lease, with a fresh TTL, so the worker can resend its result
-          // after reconnecting (or the lease expires later).
-          auto it = leases_.find(token);
-          if (it != leases_.end()) {
-            LeaseState& lease = it->second;
-            lease.phase = LeasePhase::kActive;
-            SetDeadline(token, lease,
-                        std::max(lease.deadline, clock_->Now() + lease.ttl));
-          }
+          // The worker can resend its result after reconnecting.
+          KeepLeaseAfterFailedEnd(token);
         }
         if (job.ok()) {
           if (reported) RememberResult(token, *job);

@@ -340,6 +340,11 @@ class Broker {
   // QUEUED again with the attempt undone.
   void ReleaseUndelivered(const std::string& token, LeaseState& lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A write that was to end the lease failed in storage: the attempt is
+  // still running on disk. Keeps the lease, active with a fresh TTL, so
+  // that it is not forgotten: it ends by a result or by expiring.
+  void KeepLeaseAfterFailedEnd(const std::string& token)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetDeadline(const std::string& token, LeaseState& lease,
                    absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RememberResult(const std::string& token, const JobRecord& job)

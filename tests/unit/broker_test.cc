@@ -175,8 +175,28 @@ class SettlingStore final : public Store {
   }
   void ReleaseLease(int64_t id, std::string lease_token, absl::Time now,
                     ResultCallback<JobRecord> done) override {
+    absl::Status fault;
+    {
+      absl::MutexLock lock(&mu_);
+      fault = std::exchange(release_fault_, absl::OkStatus());
+    }
+    if (!fault.ok()) {
+      // Fails in order with the other writes, on the store's thread (the
+      // broker calls in holding its lock), writing nothing.
+      inner_->SetQueuePaused(
+          "release-fault", /*paused=*/false,
+          [done = Track(std::move(done)), fault](absl::StatusOr<bool>) mutable {
+            std::move(done)(fault);
+          });
+      return;
+    }
     inner_->ReleaseLease(id, std::move(lease_token), now,
                          Track(std::move(done)));
+  }
+  // The next ReleaseLease fails with `status` (a storage error, say).
+  void FailNextRelease(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    release_fault_ = std::move(status);
   }
   void SetProgress(int64_t id, std::string lease_token, int32_t percent,
                    std::string message, absl::Time now,
@@ -254,6 +274,7 @@ class SettlingStore final : public Store {
   const std::unique_ptr<Store> inner_;
   absl::Mutex mu_;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status release_fault_ ABSL_GUARDED_BY(mu_);
 };
 
 // Holds the store's writer thread inside a callback until Open(), so that
@@ -1183,6 +1204,29 @@ TEST_F(BrokerTest, ClosingASessionBeforeItsLeaseIsStoredRequeuesTheJob) {
   ASSERT_THAT(assigned, SizeIs(1));
   EXPECT_EQ(assigned[0].job().id(), FormatJobId(id));
   EXPECT_EQ(assigned[0].job().attempt(), 1u);
+}
+
+TEST_F(BrokerTest, ALeaseWhoseReleaseFailedInStorageStillExpires) {
+  const int64_t id = Submit(Spec());
+  Worker leaving = Connect("w1", 0);
+  store_->FailNextRelease(absl::UnavailableError("disk I/O error"));
+  {
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    broker_->AddCredit(leaving.session, 1);  // the lease write waits
+    broker_->CloseSession(leaving.session);
+  }
+  Settle();
+  // Not put back: on disk the attempt still runs under the lease.
+  ASSERT_EQ(Job(id).state, JobState::kRunning);
+
+  // The broker still knows the lease, so it ends when the lease expires.
+  clock_.Advance(kTtl);
+  Tick();
+  JobRecord job = Job(id);
+  EXPECT_EQ(job.state, JobState::kScheduled);
+  EXPECT_EQ(job.attempt, 1);
+  EXPECT_THAT(job.last_error, HasSubstr("lease expired"));
 }
 
 TEST_F(BrokerTest, ClosingASessionBeforeADirectSubmitLeaseIsStoredQueuesIt) {
