@@ -231,7 +231,15 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
     // Unary leases belong to no stream: the token alone identifies them.
     lease.session = 0;
     --session->leases;
-    session->assignments.push_back(std::move(*assignment));
+    const int64_t bytes = static_cast<int64_t>(assignment->ByteSizeLong());
+    if (!session->assignments.empty() &&
+        session->assignment_bytes + bytes > options_.max_lease_response_bytes) {
+      // The response is full: the next call gets this one.
+      ReleaseUndelivered(token, lease);
+    } else {
+      session->assignment_bytes += bytes;
+      session->assignments.push_back(std::move(*assignment));
+    }
     FinishUnaryIfDone(*session, kicks);
   } else {
     session->sink->Push(std::move(msg));
@@ -1065,6 +1073,23 @@ void Broker::CancelLease(uint64_t handle) {
     std::move(done)(absl::CancelledError("the caller went away"));
   });
   RemoveSession(handle);
+}
+
+void Broker::PutBackUndelivered(const std::vector<std::string>& tokens) {
+  absl::MutexLock lock(&mu_);
+  int put_back = 0;
+  for (const std::string& token : tokens) {
+    auto lease = leases_.find(token);
+    if (lease == leases_.end() || lease->second.phase != LeasePhase::kActive) {
+      continue;
+    }
+    ReleaseUndelivered(lease->first, lease->second);
+    ++put_back;
+  }
+  spdlog::warn(
+      "a Lease response did not reach its caller (cancelled, deadline, "
+      "disconnect or too large) jobs={} jobs_put_back={}",
+      tokens.size(), put_back);
 }
 
 void Broker::HeartbeatLease(std::string token,

@@ -45,6 +45,12 @@ struct BrokerOptions {
   int promote_batch = 1000;
   // Most credits a worker session may hold.
   int64_t max_credits = 10000;
+  // A unary Lease response stops growing at this many bytes of
+  // assignments (the first always goes): gRPC clients refuse messages over
+  // 4 MiB unless told otherwise, and a response the caller refuses leaves
+  // its jobs leased to nobody until the leases expire. Leases granted past
+  // it are put back (QUEUED, attempt undone) for the next call.
+  int64_t max_lease_response_bytes = 3 << 20;
 };
 
 // Who a worker session says it is (from its Hello).
@@ -181,6 +187,11 @@ class Broker {
   // back (QUEUED, attempt undone) what was leased for it and not yet
   // delivered, and complete its call CANCELLED. No-op once it completed.
   void CancelLease(uint64_t handle);
+  // The response of a Lease call never reached its caller (cancelled as
+  // it was being sent, or refused by gRPC): puts back the leases it
+  // carried that are still untouched. A lease already ended or expired is
+  // left alone.
+  void PutBackUndelivered(const std::vector<std::string>& tokens);
   // Extends the lease `token` (and records progress if given). Returns the
   // new deadline, or FAILED_PRECONDITION if the lease is lost.
   void HeartbeatLease(std::string token, std::optional<v1::Progress> progress,
@@ -257,6 +268,7 @@ class Broker {
     bool unary = false;
     absl::Time deadline = absl::InfiniteFuture();
     std::vector<v1::Assignment> assignments;
+    int64_t assignment_bytes = 0;  // ByteSizeLong of `assignments`
     ResultCallback<std::vector<v1::Assignment>> unary_done;
   };
   struct Watcher {

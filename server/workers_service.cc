@@ -1,7 +1,10 @@
 #include "server/workers_service.h"
 
+#include <algorithm>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -23,19 +26,39 @@ constexpr int kMaxLeaseQueues = 64;
 // until its lease expired.
 class LeaseReactor final : public grpc::ServerUnaryReactor {
  public:
-  explicit LeaseReactor(Broker* broker) : broker_(broker) {}
+  LeaseReactor(Broker* broker, grpc::CallbackServerContext* ctx)
+      : broker_(broker), ctx_(ctx) {}
 
   // Set before the reactor is returned to gRPC, so before any OnCancel.
   void set_handle(uint64_t handle) { handle_ = handle; }
 
+  // Fills the response and finishes the call; gRPC's Finish orders this
+  // before OnDone.
+  void Answer(std::vector<v1::Assignment>& granted,
+              v1::LeaseResponse* response) {
+    for (v1::Assignment& assignment : granted) {
+      answered_.push_back(assignment.lease_token());
+      *response->add_assignments() = std::move(assignment);
+    }
+  }
+
   void OnCancel() override {
     if (handle_ != 0) broker_->CancelLease(handle_);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    // Cancelled after the broker answered, or the response could not be
+    // sent: the caller never saw these leases.
+    if (!answered_.empty() && ctx_->IsCancelled()) {
+      broker_->PutBackUndelivered(answered_);
+    }
+    delete this;
+  }
 
  private:
   Broker* const broker_;
+  grpc::CallbackServerContext* const ctx_;
   uint64_t handle_ = 0;
+  std::vector<std::string> answered_;
 };
 
 }  // namespace
@@ -119,14 +142,12 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
     }
   }
   const int64_t max_jobs = request->max_jobs() == 0 ? 1 : request->max_jobs();
-  auto* reactor = new LeaseReactor(broker_);
+  auto* reactor = new LeaseReactor(broker_, ctx);
   reactor->set_handle(broker_->Lease(
       std::move(identity), max_jobs, broker_->Now() + wait,
       FinishWith<std::vector<v1::Assignment>>(
-          reactor, [response](std::vector<v1::Assignment>& granted) {
-            for (v1::Assignment& assignment : granted) {
-              *response->add_assignments() = std::move(assignment);
-            }
+          reactor, [reactor, response](std::vector<v1::Assignment>& granted) {
+            reactor->Answer(granted, response);
           })));
   return reactor;
 }

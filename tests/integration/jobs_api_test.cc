@@ -787,6 +787,62 @@ TEST_F(JobsApiTest, LeaseCallCancelledWhileWaitingHoldsNoJob) {
   EXPECT_EQ(lease.job().attempt(), 1u);
 }
 
+// Payloads of megabytes, so that a few fill a Lease response.
+class LargeLeaseTest : public JobsApiTest {
+ protected:
+  LargeLeaseTest() { options_.broker.policy.max_payload_bytes = 3 << 20; }
+
+  // A Lease call on "q". Jobs put back after a call ended are ready only
+  // once that is written: `wait` lets the call wait for them.
+  absl::StatusOr<v1::LeaseResponse> Lease(
+      int max_jobs, absl::Duration wait = absl::ZeroDuration()) {
+    v1::LeaseRequest request;
+    request.set_worker_id("w");
+    request.add_queues("q");
+    request.set_max_jobs(max_jobs);
+    *request.mutable_wait() = DurationProto(wait);
+    return Call(workers(), &v1::Workers::Stub::Lease, request);
+  }
+};
+
+TEST_F(LargeLeaseTest, LeaseResponseStopsAtItsByteLimitAndLeavesTheRestQueued) {
+  // One job of 2 MiB fits under the 3 MiB default limit; two do not.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(Submit("q", "k", std::string(2 << 20, 'x')), IsOk());
+  }
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::LeaseResponse response, Lease(3));
+  EXPECT_EQ(response.assignments_size(), 1);
+  // The two granted past the limit went back, their attempts undone.
+  for (int i = 0; i < 2; ++i) {
+    FERRY_ASSERT_OK_AND_ASSIGN(response, Lease(1, absl::Seconds(10)));
+    ASSERT_EQ(response.assignments_size(), 1);
+    EXPECT_EQ(response.assignments(0).job().attempt(), 1u);
+  }
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo stats, Stats("q"));
+  EXPECT_THAT(Counts(stats), ElementsAre(0, 0, 3, 0, 0, 0));
+}
+
+TEST_F(LargeLeaseTest, LeaseResponseThatCannotBeSentPutsItsJobsBack) {
+  // No limit of the broker's own: the response outgrows what gRPC sends
+  // (16 MiB here).
+  options_.broker.max_lease_response_bytes = 64 << 20;
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  constexpr int kJobs = 6;  // 18 MiB of payload in one response
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_THAT(Submit("q", "k", std::string(3 << 20, 'x')), IsOk());
+  }
+  EXPECT_THAT(Lease(kJobs), StatusIs(absl::StatusCode::kResourceExhausted));
+
+  // The caller never saw the leases: the jobs go back, attempts undone,
+  // for the next call.
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::LeaseResponse next,
+                             Lease(1, absl::Seconds(10)));
+  ASSERT_EQ(next.assignments_size(), 1);
+  EXPECT_EQ(next.assignments(0).job().attempt(), 1u);
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo stats, Stats("q"));
+  EXPECT_THAT(Counts(stats), ElementsAre(0, kJobs - 1, 1, 0, 0, 0));
+}
+
 TEST_F(JobsApiTest, UnaryLeaseHeartbeatAndCompleteRunAJobToSuccess) {
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "input"));
   const absl::Time leased_at = Now();
