@@ -1066,7 +1066,8 @@ void Broker::CancelLease(uint64_t handle) {
     ++put_back;
   }
   spdlog::info(
-      "lease call cancelled by its caller worker_id={} jobs_put_back={} "
+      "lease call ended by its caller (cancelled, deadline or disconnect) "
+      "worker_id={} jobs_put_back={} "
       "leases_in_flight={}",
       session.identity.worker_id, put_back, session.granting);
   kicks.Defer([done = std::move(session.unary_done)]() mutable {

@@ -137,8 +137,8 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
     wait = FromProto(request->wait());
     if (wait < absl::ZeroDuration() || wait > kMaxLeaseWait) {
       return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
-                             "wait must be between 0s and ",
-                             absl::FormatDuration(kMaxLeaseWait))));
+                             "wait must be between 0 and ",
+                             absl::ToInt64Seconds(kMaxLeaseWait), " seconds")));
     }
   }
   const int64_t max_jobs = request->max_jobs() == 0 ? 1 : request->max_jobs();

@@ -927,6 +927,59 @@ TEST_F(JobsApiTest, UnaryHeartbeatAfterTheLeaseExpiredFailsPrecondition) {
   ExpectUnchanged(before);
 }
 
+TEST_F(JobsApiTest, UnaryLeaseWithBadArgumentsIsInvalidAndLeasesNothing) {
+  ASSERT_NO_FATAL_FAILURE(Seed());
+  const World before = Snapshot();
+  auto request = [] {
+    v1::LeaseRequest r;
+    r.set_worker_id("w");
+    r.add_queues("q");
+    return r;
+  };
+  std::vector<std::pair<v1::LeaseRequest, std::string>> cases;
+  cases.emplace_back(request(), "worker_id");
+  cases.back().first.clear_worker_id();
+  cases.emplace_back(request(), "queues must name 1 to 64");
+  cases.back().first.clear_queues();
+  cases.emplace_back(request(), "queues must name 1 to 64");
+  for (int i = 0; i < 64; ++i) {
+    cases.back().first.add_queues(absl::StrCat("q", i));
+  }
+  cases.emplace_back(request(), "queue");
+  cases.back().first.add_queues("no spaces");
+  cases.emplace_back(request(), "max_jobs must be at most 100");
+  cases.back().first.set_max_jobs(101);
+  cases.emplace_back(request(), "wait must be between 0 and 60 seconds");
+  *cases.back().first.mutable_wait() = DurationProto(absl::Seconds(61));
+  cases.emplace_back(request(), "wait must be between 0 and 60 seconds");
+  *cases.back().first.mutable_wait() = DurationProto(absl::Seconds(-1));
+  for (const auto& [bad, message] : cases) {
+    EXPECT_THAT(
+        Call(workers(), &v1::Workers::Stub::Lease, bad),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message)))
+        << bad.DebugString();
+  }
+  ExpectUnchanged(before);
+}
+
+TEST_F(JobsApiTest, UnaryHeartbeatWithBadArgumentsIsInvalidAndChangesNothing) {
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Assignment lease, LeaseOne("q"));
+  const World before = Snapshot();
+  v1::HeartbeatRequest no_token;
+  EXPECT_THAT(Call(workers(), &v1::Workers::Stub::Heartbeat, no_token),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("lease_token is required")));
+  v1::HeartbeatRequest over;
+  over.set_lease_token(lease.lease_token());
+  over.mutable_progress()->set_percent(101);
+  EXPECT_THAT(
+      Call(workers(), &v1::Workers::Stub::Heartbeat, over),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("progress.percent must be between 0 and 100")));
+  ExpectUnchanged(before);
+}
+
 TEST_F(JobsApiTest, UnaryCompleteWithoutAnOutcomeIsInvalidArgument) {
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Assignment lease, LeaseOne("q"));
