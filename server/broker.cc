@@ -19,6 +19,9 @@ namespace {
 constexpr size_t kRecentResults = 4096;
 constexpr int32_t kMaxProgressMessage = 1024;
 
+// How long a background pass that failed in storage waits to try again.
+constexpr absl::Duration kStorageRetry = absl::Seconds(1);
+
 bool LeaseGone(const absl::Status& status) {
   return absl::IsFailedPrecondition(status) || absl::IsNotFound(status);
 }
@@ -1201,7 +1204,12 @@ void Broker::Tick() {
 
 absl::Time Broker::NextTickTime() {
   absl::MutexLock lock(&mu_);
-  absl::Time next = std::min(next_scheduled_, next_retention_);
+  // A promotion or retention pass in flight goes on from its completion
+  // (or the tick after it): its time, past by now, would make the ticker
+  // spin until then.
+  absl::Time next = absl::InfiniteFuture();
+  if (!promoting_) next = std::min(next, next_scheduled_);
+  if (!deleting_expired_) next = std::min(next, next_retention_);
   if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
   for (uint64_t handle : unary_sessions_) {
     auto it = sessions_.find(handle);
@@ -1227,9 +1235,14 @@ void Broker::PromoteDue(absl::Time now) {
         absl::MutexLock lock(&mu_);
         promoting_ = false;
         if (!promoted.ok()) {
-          spdlog::error("promoting due jobs failed status=\"{}\"",
-                        promoted.status().ToString());
-          return;  // next_scheduled_ is unchanged: the next Tick retries
+          spdlog::error(
+              "promoting due jobs failed status=\"{}\"; retrying in {}",
+              promoted.status().ToString(),
+              absl::FormatDuration(kStorageRetry));
+          // Not at once: a failing disk would be asked again and again.
+          // (Jobs scheduled meanwhile may bring it forward.)
+          next_scheduled_ = clock_->Now() + kStorageRetry;
+          return;
         }
         absl::flat_hash_set<std::string> queues;
         for (const JobKey& key : *promoted) {
@@ -1264,7 +1277,7 @@ void Broker::PromoteDue(absl::Time now) {
               store_->NextScheduledTime();
           absl::MutexLock lock(&mu_);
           if (!next.ok()) {
-            next_scheduled_ = clock_->Now();  // unknown: try again next Tick
+            next_scheduled_ = clock_->Now() + kStorageRetry;  // unknown
           } else if (next->has_value()) {
             next_scheduled_ = std::min(next_scheduled_, **next);
           }

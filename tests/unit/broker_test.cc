@@ -24,6 +24,7 @@
 #include "ferry/v1/workers.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proto/time_util.h"
 #include "server/convert.h"
 #include "server/validate.h"
 #include "storage/store.h"
@@ -175,21 +176,7 @@ class SettlingStore final : public Store {
   }
   void ReleaseLease(int64_t id, std::string lease_token, absl::Time now,
                     ResultCallback<JobRecord> done) override {
-    absl::Status fault;
-    {
-      absl::MutexLock lock(&mu_);
-      fault = std::exchange(release_fault_, absl::OkStatus());
-    }
-    if (!fault.ok()) {
-      // Fails in order with the other writes, on the store's thread (the
-      // broker calls in holding its lock), writing nothing.
-      inner_->SetQueuePaused(
-          "release-fault", /*paused=*/false,
-          [done = Track(std::move(done)), fault](absl::StatusOr<bool>) mutable {
-            std::move(done)(fault);
-          });
-      return;
-    }
+    if (Faulted(release_fault_, done)) return;
     inner_->ReleaseLease(id, std::move(lease_token), now,
                          Track(std::move(done)));
   }
@@ -214,7 +201,12 @@ class SettlingStore final : public Store {
   }
   void PromoteDueJobs(absl::Time now, int limit,
                       ResultCallback<std::vector<JobKey>> done) override {
+    if (Faulted(promote_fault_, done)) return;
     inner_->PromoteDueJobs(now, limit, Track(std::move(done)));
+  }
+  void FailNextPromote(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    promote_fault_ = std::move(status);
   }
   void DeleteJobs(std::string queue, JobState state, int limit,
                   ResultCallback<std::vector<JobKey>> done) override {
@@ -269,12 +261,32 @@ class SettlingStore final : public Store {
     };
   }
 
+  // If `fault` is set, clears it and fails `done` with it: in order with
+  // the other writes, on the store's thread (the broker calls in holding
+  // its lock), writing nothing.
+  template <typename T>
+  bool Faulted(absl::Status& fault, ResultCallback<T>& done) {
+    absl::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      status = std::exchange(fault, absl::OkStatus());
+    }
+    if (status.ok()) return false;
+    inner_->SetQueuePaused(
+        "fault", /*paused=*/false,
+        [done = Track(std::move(done)), status](absl::StatusOr<bool>) mutable {
+          std::move(done)(status);
+        });
+    return true;
+  }
+
   bool Idle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; }
 
   const std::unique_ptr<Store> inner_;
   absl::Mutex mu_;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status release_fault_ ABSL_GUARDED_BY(mu_);
+  absl::Status promote_fault_ ABSL_GUARDED_BY(mu_);
 };
 
 // Holds the store's writer thread inside a callback until Open(), so that
@@ -978,6 +990,40 @@ TEST_F(BrokerTest, ExpiredLeaseHeldAcrossARestartIsLost) {
   EXPECT_THAT(after.sink->LeaseLosts(), SizeIs(2));
   EXPECT_THAT(after.sink->ResultAcks(), IsEmpty());
   EXPECT_EQ(Job(id).state, JobState::kScheduled);
+}
+
+TEST_F(BrokerTest, PassesInFlightDoNotWakeTheTicker) {
+  v1::JobSpec later = Spec();
+  *later.mutable_delay() = DurationProto(absl::Seconds(10));
+  ASSERT_EQ(Job(Submit(later)).state, JobState::kScheduled);
+  clock_.Advance(absl::Seconds(10));
+  {
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    // Starts the promotion (the job is due) and the first retention pass;
+    // both wait at the gate. Their times are past, but a tick could do
+    // nothing for them until they land.
+    broker_->Tick();
+    EXPECT_GT(broker_->NextTickTime(), clock_.Now());
+  }
+  Settle();
+}
+
+TEST_F(BrokerTest, FailedPromotionIsRetriedAfterAPauseNotAtOnce) {
+  v1::JobSpec later = Spec();
+  *later.mutable_delay() = DurationProto(absl::Seconds(10));
+  const int64_t id = Submit(later);
+  clock_.Advance(absl::Seconds(10));
+  store_->FailNextPromote(absl::UnavailableError("disk I/O error"));
+  Tick();
+  ASSERT_EQ(Job(id).state, JobState::kScheduled);
+  // A ticker asking at once would hit the failing disk in a loop.
+  EXPECT_GT(broker_->NextTickTime(), clock_.Now());
+
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_LE(broker_->NextTickTime(), clock_.Now());
+  Tick();
+  EXPECT_EQ(Job(id).state, JobState::kQueued);
 }
 
 TEST_F(BrokerTest, ResultResentWhileTheFirstIsStoredIsAcknowledgedOnNewStream) {
