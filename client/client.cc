@@ -38,7 +38,12 @@ Client::Client(ClientOptions options)
     : broker_(std::move(options.broker)), timeout_(options.timeout) {
   std::shared_ptr<grpc::Channel> channel = std::move(options.channel);
   if (channel == nullptr) {
-    channel = grpc::CreateChannel(broker_, grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    // As the worker SDK: a job's payload or result may be larger than
+    // gRPC's default 4 MiB receive limit (ferryd --max_payload_bytes).
+    args.SetMaxReceiveMessageSize(-1);
+    channel = grpc::CreateCustomChannel(
+        broker_, grpc::InsecureChannelCredentials(), args);
   }
   stub_ = v1::Jobs::NewStub(channel);
 }

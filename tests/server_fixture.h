@@ -271,8 +271,10 @@ class ServerTest : public ::testing::Test {
         FerryServer::Start(store_.get(), &clock_, options_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    channel_ = grpc::CreateChannel(server_->address(),
-                                   grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);  // as the SDKs: payloads over 4 MiB
+    channel_ = grpc::CreateCustomChannel(
+        server_->address(), grpc::InsecureChannelCredentials(), args);
     ASSERT_TRUE(channel_->WaitForConnected(
         absl::ToChronoTime(absl::Now() + kRpcTimeout)))
         << "cannot connect to " << server_->address();

@@ -288,6 +288,11 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    // gRPC clients refuse messages over 4 MiB by default, and ferryd takes
+    // payloads up to its --max_payload_bytes: an Assignment over 4 MiB
+    // would break the stream on every attempt. The broker's own send limit
+    // governs instead.
+    args.SetMaxReceiveMessageSize(-1);
     channel_ = grpc::CreateCustomChannel(
         options_.broker, grpc::InsecureChannelCredentials(), args);
   }

@@ -153,6 +153,24 @@ TEST_F(ClientTest, SubmitSendsEveryOptionAndReturnsTheStoredJob) {
   EXPECT_EQ(stored.idempotency_key(), "welcome-a@b");
 }
 
+// Payloads over gRPC's default 4 MiB receive limit.
+class LargePayloadClientTest : public ClientTest {
+ protected:
+  LargePayloadClientTest() {
+    options_.broker.policy.max_payload_bytes = 6 << 20;
+  }
+};
+
+TEST_F(LargePayloadClientTest, GetReturnsAPayloadLargerThanFourMebibytes) {
+  SubmitOptions big;
+  big.queue = "q";
+  big.kind = "k";
+  big.payload = std::string(5 << 20, 'x');
+  FERRY_ASSERT_OK_AND_ASSIGN(SubmitResult submitted, client_->Submit(big));
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, client_->Get(submitted.job.id()));
+  EXPECT_EQ(job.payload().size(), size_t{5} << 20);
+}
+
 TEST_F(ClientTest, SubmitWithoutOptionsTakesTheBrokersDefaults) {
   FERRY_ASSERT_OK_AND_ASSIGN(SubmitResult result, client_->Submit(Job("q")));
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, client_->Get(result.job.id()));

@@ -193,9 +193,14 @@ class WorkerSdkTest : public ServerTest {
       last = *std::move(job);
       return done(last);
     });
-    if (!ok)
+    if (!ok) {
+      v1::Job shown = last;  // a payload of megabytes would flood the log
+      if (shown.payload().size() > 1024) {
+        shown.set_payload(absl::StrCat("<", last.payload().size(), " bytes>"));
+      }
       ADD_FAILURE() << "job " << id << " never got there; last seen:\n"
-                    << last.DebugString();
+                    << shown.DebugString();
+    }
     return last;
   }
 
@@ -263,6 +268,31 @@ TEST_F(WorkerSdkTest, HandlerOutputBecomesTheResultOfASucceededJob) {
   EXPECT_EQ(done.attempt(), 1u);
   EXPECT_EQ(done.worker_id(), "sdk-worker");
   EXPECT_EQ(*seen, absl::StrCat(job.id(), " echo q"));
+}
+
+// Payloads over gRPC's default 4 MiB receive limit.
+class LargePayloadWorkerTest : public WorkerSdkTest {
+ protected:
+  LargePayloadWorkerTest() {
+    options_.broker.policy.max_payload_bytes = 6 << 20;
+  }
+};
+
+TEST_F(LargePayloadWorkerTest, WorkerTakesAJobLargerThanFourMebibytes) {
+  auto seen = std::make_shared<std::atomic<size_t>>(0);
+  NewWorker().Handle("big", [seen](JobContext& ctx) {
+    seen->store(ctx.payload().size());
+    return JobOutcome::Success("done");
+  });
+  StartWorker();
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job,
+                             Submit("q", "big", std::string(5 << 20, 'x')));
+  v1::Job done = AwaitJob(job.id(), [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED || j.attempt() > 1;
+  });
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.attempt(), 1u);
+  EXPECT_EQ(seen->load(), size_t{5} << 20);
 }
 
 TEST_F(WorkerSdkTest, ProgressReportedByAHandlerIsVisibleThroughGet) {
