@@ -113,9 +113,11 @@ void FerryServer::Shutdown() {
     stopping_ = true;
   }
   if (ticker_.joinable()) ticker_.join();
-  // Results accepted during the grace period are committed before we go.
-  store_->Flush();
   server_->Wait();
+  // Results accepted during the grace period are committed before we go,
+  // and so is every write their callbacks start (a lease put back, say):
+  // no store callback may run once the broker is gone.
+  store_->Quiesce();
 }
 
 }  // namespace ferry

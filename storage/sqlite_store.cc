@@ -618,6 +618,10 @@ class SqliteStore final : public Store {
         [](Connection&) -> absl::StatusOr<bool> { return true; });
   }
 
+  void Quiesce() override {
+    absl::MutexLock lock(&mu_, absl::Condition(this, &SqliteStore::Idle));
+  }
+
   absl::StatusOr<int64_t> WriterCacheBytes() override {
     return RunOnWriter<int64_t>([](Connection& db) -> absl::StatusOr<int64_t> {
       return db.CacheBytes();
@@ -864,6 +868,12 @@ class SqliteStore final : public Store {
   bool CompleterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !committed_.empty() || writer_done_;
   }
+  // A callback queues its writes before it returns, and a batch leaves
+  // committed_ only after its callbacks have returned: once idle, only a
+  // write from outside the store can make it busy again.
+  bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_.empty() && !committing_ && committed_.empty();
+  }
 
   // Commits, and hands the batch to the completion thread: the next
   // transaction starts while the last one's callbacks (memory updates,
@@ -881,10 +891,12 @@ class SqliteStore final : public Store {
         batch.ops.swap(pending_);
         // The next group is likely about as large: no regrowing under mu_.
         pending_.reserve(batch.ops.size());
+        committing_ = true;
       }
       batch.commit = CommitBatch(batch.ops);
       absl::MutexLock lock(&mu_);
       committed_.push_back(std::move(batch));
+      committing_ = false;
     }
   }
 
@@ -998,6 +1010,7 @@ class SqliteStore final : public Store {
   std::deque<Batch> committed_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;  // a batch is off pending_
 
   absl::Mutex readers_mu_;
   std::vector<std::unique_ptr<Connection>> readers_

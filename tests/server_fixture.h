@@ -92,14 +92,11 @@ class ServerTest : public ::testing::Test {
   }
 
   // Returns once the writes the broker has queued so far are committed and
-  // their completions have run. Each Flush waits for the writes queued
-  // before it; a completion may queue one more write (a promoted job is
-  // leased, a stored job goes to a waiting worker), so a few rounds settle
-  // every chain the broker makes. Flush itself has no timeout; the test's
-  // own (ctest TIMEOUT) bounds a writer that never returns.
-  void Settle() {
-    for (int i = 0; i < 3; ++i) store_->Flush();
-  }
+  // their completions have run, with every write those completions queued
+  // in turn (a promoted job is leased, a stored job goes to a waiting
+  // worker). Quiesce has no timeout; the test's own (ctest TIMEOUT) bounds
+  // a writer that never returns.
+  void Settle() { store_->Quiesce(); }
 
   // Proves that `worker` has everything the broker will send it for what
   // happened so far, without waiting for an absence: the first Sync shows

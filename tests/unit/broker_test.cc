@@ -221,6 +221,7 @@ class SettlingStore final : public Store {
     inner_->SetQueuePaused(std::move(queue), paused, Track(std::move(done)));
   }
   void Flush() override { inner_->Flush(); }
+  void Quiesce() override { inner_->Quiesce(); }
 
   absl::StatusOr<JobRecord> GetJob(int64_t id, bool with_payload) override {
     return inner_->GetJob(id, with_payload);

@@ -1193,6 +1193,26 @@ TEST_P(StoreContractTest, CallbackMayQueueMoreWrites) {
   EXPECT_THAT(StateOf(chain->leased->id), IsOkAndHolds(JobState::kRunning));
 }
 
+TEST_P(StoreContractTest, QuiesceWaitsForWritesQueuedByCallbacks) {
+  // Each write's callback queues the next, five in all: Quiesce, called
+  // once the first is queued, returns only after the fifth completed (a
+  // Flush would return after the first).
+  struct Chain {
+    Store* store;
+    std::atomic<int> completed{0};
+    void Next() {
+      store->CreateJobs({MakeJob("q", absl::UnixEpoch())}, [this](auto) {
+        if (++completed < 5) Next();
+      });
+    }
+  };
+  Chain chain{store_.get()};
+  chain.Next();
+  store_->Quiesce();
+  EXPECT_EQ(chain.completed.load(), 5);
+  EXPECT_THAT(TotalJobs(), IsOkAndHolds(5));
+}
+
 TEST_P(StoreContractTest, FailedWriteDoesNotUndoWritesCommittedWithIt) {
   FERRY_ASSERT_OK_AND_ASSIGN(int64_t queued, CreateQueued("q"));
   FERRY_ASSERT_OK_AND_ASSIGN(JobRecord succeeded,
