@@ -283,21 +283,22 @@ class TypedOp final : public Op {
   bool multi_statement() const override { return multi_statement_; }
 
   absl::Status Apply(Connection& db) override {
-    applied_ = true;
     result_ = fn_(db);
     return result_.status();
   }
   void Complete(const absl::Status& commit) override {
-    // An op the failed transaction never reached reports why (UNAVAILABLE,
-    // RESOURCE_EXHAUSTED...), not "not applied".
-    if (!commit.ok() && (result_.ok() || !applied_)) result_ = commit;
+    // When the transaction failed, every op in it reports why (UNAVAILABLE,
+    // RESOURCE_EXHAUSTED...): one that succeeded did not happen, one the
+    // failure never reached did not run, and one that failed may have
+    // failed only because of an earlier op that was rolled back with it
+    // (a finish refused after a cancel, say).
+    if (!commit.ok()) result_ = commit;
     std::move(done_)(std::move(result_));
   }
 
  private:
   Fn fn_;
   ResultCallback<T> done_;
-  bool applied_ = false;
   absl::StatusOr<T> result_ = absl::UnknownError("not applied");
   const bool multi_statement_;
 };
@@ -923,21 +924,26 @@ class SqliteStore final : public Store {
   // changes.
   absl::Status CommitBatch(std::vector<std::unique_ptr<Op>>& batch) {
     Connection& db = *writer_;
+    // A failed ROLLBACK after a failed batch may have left the last
+    // transaction open: it must not absorb this batch.
+    if (db.InTransaction()) (void)db.Exec("ROLLBACK");
     FERRY_RETURN_IF_ERROR(RunCached(db, "BEGIN IMMEDIATE"));
     for (std::unique_ptr<Op>& op : batch) {
       if (!op->multi_statement()) {
         // Its error goes to its callback. Some errors (I/O, disk full) make
-        // SQLite roll back the whole transaction: then the batch fails.
-        if (!op->Apply(db).ok() && !db.InTransaction()) {
-          return absl::UnavailableError(
-              "the transaction was rolled back after a storage error");
-        }
+        // SQLite roll back the whole transaction: then the batch fails, with
+        // that error.
+        absl::Status applied = op->Apply(db);
+        if (!applied.ok() && !db.InTransaction()) return applied;
         continue;
       }
       absl::Status status = RunCached(db, "SAVEPOINT op");
       if (status.ok()) {
-        if (op->Apply(db).ok()) {
+        absl::Status applied = op->Apply(db);
+        if (applied.ok()) {
           status = RunCached(db, "RELEASE op");
+        } else if (!db.InTransaction()) {
+          return applied;  // rolled back whole, savepoint and all
         } else {
           status = RunCached(db, "ROLLBACK TO op");
           if (status.ok()) status = RunCached(db, "RELEASE op");

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "storage/store.h"
 #include "tests/fake_clock.h"
+#include "tests/faulty_vfs.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 
@@ -297,6 +299,57 @@ absl::StatusOr<int64_t> CacheAfterWritingMegabytes(Store& store,
     if (!created.ok()) return created.status();
   }
   return store.WriterCacheBytes();
+}
+
+TEST_F(SqliteStoreTest, FailedFsyncFailsEveryWriteOfItsGroupAndKeepsNone) {
+  ASSERT_TRUE(FaultyVfs::Install());
+  // Whatever happens below, later tests get a healthy disk.
+  absl::Cleanup healthy = [] {
+    FaultyVfs::FailSyncs(false);
+    FaultyVfs::Release();
+  };
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+  const absl::Time now = clock_.Now();
+  FERRY_ASSERT_OK_AND_ASSIGN(CreateResult job,
+                             Create(*store, MakeJob("q", now)));
+  const int64_t id = job.job.id;
+  ASSERT_THAT(Lease(*store, id, "t", "w", now), IsOk());
+
+  // One commit stops in its fsync, so the two writes below wait behind it
+  // and share the next transaction: the cancel succeeds in it, and so the
+  // finish fails in it (the job is no longer running under "t")...
+  FaultyVfs::HoldNextSync();
+  auto held = std::make_shared<absl::StatusOr<std::vector<CreateResult>>>();
+  store->CreateJobs({MakeJob("q", now)}, [held](auto r) { *held = r; });
+  ASSERT_TRUE(FaultyVfs::AwaitHeld(kCallbackTimeout));
+  struct Results {
+    absl::StatusOr<CancelResult> cancel = absl::UnknownError("not run");
+    absl::StatusOr<JobRecord> finish = absl::UnknownError("not run");
+  };
+  auto results = std::make_shared<Results>();
+  store->CancelJob(id, "stop", now,
+                   [results](auto r) { results->cancel = std::move(r); });
+  store->FinishAttempt(id, "t", Succeeded(now, "done"),
+                       [results](auto r) { results->finish = std::move(r); });
+  // ...and then that transaction's fsync fails: none of it happened.
+  FaultyVfs::FailSyncs(true);
+  FaultyVfs::Release();
+  store->Quiesce();
+  FaultyVfs::FailSyncs(false);
+
+  EXPECT_FALSE(held->ok());
+  ASSERT_FALSE(results->cancel.ok());
+  // Not FAILED_PRECONDITION ("lease lost"), which was computed from the
+  // cancel that was rolled back: the broker would forget a live lease.
+  EXPECT_EQ(results->finish.status(), results->cancel.status());
+  FERRY_ASSERT_OK_AND_ASSIGN(JobRecord still, store->GetJob(id, false));
+  EXPECT_EQ(still.state, JobState::kRunning);
+  EXPECT_EQ(still.lease_token, "t");
+
+  // The store goes on once the disk does.
+  FERRY_ASSERT_OK_AND_ASSIGN(JobRecord done,
+                             Finish(*store, id, "t", Succeeded(now, "done")));
+  EXPECT_EQ(done.state, JobState::kSucceeded);
 }
 
 TEST_F(SqliteStoreTest, WriterPageCacheStaysWithinCacheKib) {
