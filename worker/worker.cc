@@ -316,23 +316,21 @@ int Worker::running() const {
 }
 
 void Worker::Stop() {
-  std::shared_ptr<Connection> connection;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    stopping_ = true;
-    drain_deadline_ = options_.clock->Now() + options_.drain_timeout;
-    connection = connection_;
-    spdlog::info("worker stopping worker_id={} running={} drain_timeout_s={}",
-                 options_.worker_id, running_.size(),
-                 absl::ToInt64Seconds(options_.drain_timeout));
-  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  stopping_ = true;
+  drain_deadline_ = options_.clock->Now() + options_.drain_timeout;
+  spdlog::info("worker stopping worker_id={} running={} drain_timeout_s={}",
+               options_.worker_id, running_.size(),
+               absl::ToInt64Seconds(options_.drain_timeout));
   // Withdraw the credits the broker still holds, so no new job comes.
-  if (connection != nullptr) {
+  // Queued under mu_: a result finishing meanwhile either went before
+  // (with its credit, which this resets) or sees stopping_ (no credit).
+  if (connection_ != nullptr) {
     v1::WorkerMessage withdraw;
     withdraw.mutable_credit()->set_credits(0);
     withdraw.mutable_credit()->set_reset(true);
-    connection->Write(std::move(withdraw));
+    connection_->Write(std::move(withdraw));
   }
 }
 
@@ -627,24 +625,22 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
     result->mutable_failure()->set_message(std::move(outcome.error));
     result->mutable_failure()->set_retryable(outcome.retryable);
   }
-  std::shared_ptr<Connection> connection;
-  bool credit;
-  {
-    absl::MutexLock lock(&mu_);
-    running_.erase(job->token);
-    if (send_result) unacked_[job->token] = Unacked{ctx.id(), result_msg};
-    connection = connection_;
-    credit = !stopping_ && !draining_;
-  }
-  if (connection == nullptr) return;  // sent (and credited) on reconnect
+  absl::MutexLock lock(&mu_);
+  running_.erase(job->token);
+  if (send_result) unacked_[job->token] = Unacked{ctx.id(), result_msg};
+  if (connection_ == nullptr) return;  // sent (and credited) on reconnect
+  // Queued under mu_, as Stop() queues its withdrawal of the credits: a
+  // credit decided before Stop() but sent after its withdrawal would bring
+  // one more job after Stop().
+  const bool credit = !stopping_ && !draining_;
   if (send_result) {
     // The freed slot's credit goes back with the result.
     if (credit) result->set_credits(1);
-    connection->Write(std::move(result_msg));
+    connection_->Write(std::move(result_msg));
   } else if (credit) {
     v1::WorkerMessage credit_msg;
     credit_msg.mutable_credit()->set_credits(1);
-    connection->Write(std::move(credit_msg));
+    connection_->Write(std::move(credit_msg));
   }
 }
 
