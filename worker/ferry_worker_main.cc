@@ -118,6 +118,9 @@ int Run(int argc, char** argv) {
   CommandOptions command_options;
   command_options.max_output = absl::GetFlag(FLAGS_max_output);
   command_options.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+  // A command that ignores SIGTERM returns only after the SIGKILL: wait for
+  // it, so its "drain timeout" failure is still reported.
+  options.stop_grace = command_options.kill_grace + absl::Seconds(5);
   if (command_options.max_output < 0) return Usage("--max_output must be >= 0");
 
   std::map<std::string, std::vector<std::string>> handlers;

@@ -414,9 +414,7 @@ absl::Status Worker::Run() {
 }
 
 absl::Time Worker::FinalDeadline() const {
-  // After the drain timeout, stopped handlers need a moment to return and
-  // their failures to be acknowledged.
-  return drain_deadline_ + absl::Seconds(5);
+  return drain_deadline_ + options_.stop_grace;
 }
 
 absl::Status Worker::Session(bool* welcomed) {

@@ -115,6 +115,11 @@ struct WorkerOptions {
   // On Stop() or a broker Drain: how long running jobs may finish before
   // they are stopped and reported as failed (retryable).
   absl::Duration drain_timeout = absl::Seconds(30);
+  // After the drain timeout has stopped the rest, how long they get to
+  // return and have their failures acknowledged before the worker closes
+  // anyway (their leases then expire). At least as long as a handler takes
+  // to give up once stopped (ferry-worker: its --kill_grace, plus 5 s).
+  absl::Duration stop_grace = absl::Seconds(5);
   // Reconnect backoff: doubles from initial to max, with jitter.
   absl::Duration reconnect_initial = absl::Milliseconds(100);
   absl::Duration reconnect_max = absl::Seconds(10);

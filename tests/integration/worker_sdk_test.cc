@@ -658,6 +658,44 @@ TEST_F(WorkerSdkTest, DrainTimeoutStopsAHandlerAndReportsARetryableFailure) {
   EXPECT_THAT(after.last_error(), HasSubstr("drain timeout"));
 }
 
+TEST_F(WorkerSdkTest, HandlerSlowToStopIsStillReportedWithinStopGrace) {
+  WorkerOptions options = Options();
+  options.drain_timeout = absl::Seconds(2);
+  options.stop_grace = absl::Seconds(15);  // a command's kill grace, say
+  NewWorker(options).Handle("stubborn", [this](JobContext& ctx) {
+    ++started_;
+    ctx.WaitForStop(absl::Seconds(30));
+    if (!saw_stop_.HasBeenNotified()) saw_stop_.Notify();
+    // Takes its time to give up, as a command waiting for its SIGKILL.
+    release_.WaitForNotificationWithTimeout(absl::Seconds(30));
+    return JobOutcome::Failure("gave up");
+  });
+  StartWorker();
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "stubborn", ""));
+  ASSERT_TRUE(AwaitStarted(1));
+
+  worker().Stop();
+  worker_clock_.Advance(options.drain_timeout);
+  ASSERT_TRUE(AwaitStopSeen().has_value()) << "the handler was never stopped";
+  // Past the old fixed 5 s, within the 15 s grace: the worker must not
+  // close. The heartbeat its loop sends after this (the lease's deadline
+  // moves with the broker's clock) shows the loop has looked at the time.
+  Advance(absl::Seconds(1));
+  const absl::Time beat_deadline = Now() + kDefaultTtl;
+  worker_clock_.Advance(absl::Seconds(10));
+  AwaitJob(job.id(), [&](const v1::Job& j) {
+    return FromProto(j.lease_deadline()) == beat_deadline;
+  });
+  Release();
+
+  v1::Job after = AwaitState(job.id(), v1::JOB_STATE_SCHEDULED);
+  EXPECT_EQ(after.attempt(), 1u);
+  EXPECT_THAT(after.last_error(), HasSubstr("drain timeout"));
+  std::optional<absl::Status> status = AwaitRunReturned();
+  ASSERT_TRUE(status.has_value()) << "Run() did not return";
+  EXPECT_THAT(*status, IsOk());
+}
+
 // ---- configuration ----
 
 TEST_F(WorkerSdkTest, WorkerWithoutQueuesOrSlotsIsInvalid) {
