@@ -519,7 +519,9 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
     case v1::ServerMessage::kDrain: {
       // The broker is going away (or wants us to leave): take no more work
       // on this stream. Running jobs go on: their leases survive a broker
-      // restart, and their results are sent after reconnecting.
+      // restart, and their results are sent after reconnecting. Once none
+      // runs and every result is acknowledged, the heartbeat loop ends the
+      // stream, so the broker need not wait out its grace.
       absl::MutexLock lock(&mu_);
       draining_ = true;
       spdlog::info("broker asked to drain reason=\"{}\" running={}",
@@ -662,6 +664,9 @@ void Worker::HeartbeatLoop() {
       }
       if (stopping_ && now >= drain_deadline_) StopAll(StopReason::kShutdown);
       if (stopping_ && (Quiet() || now >= FinalDeadline())) close = true;
+      // A broker going away waits for its streams to end: once nothing is
+      // left to report, end this one (the worker reconnects, with backoff).
+      if (draining_ && Quiet()) close = true;
       connection = connection_;
       if (connection != nullptr) {
         // Progress goes out promptly (it extends its lease too); every

@@ -326,6 +326,23 @@ TEST_F(FerryWorkerTest, SigtermLetsTheRunningJobFinishThenExitsZero) {
   EXPECT_EQ(done.attempt(), 1u);
 }
 
+TEST_F(FerryWorkerTest, IdleWorkerLetsABrokerShuttingDownGoBeforeItsGrace) {
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> patient,
+                             Ferryd::Start(FERRYD_PATH, Path("patient.db"),
+                                           {"--shutdown_grace=120s"}));
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> worker,
+      Subprocess::Start({FERRY_WORKER_PATH, "--broker=" + patient->address(),
+                         "--queues=q", "--", "true"}));
+  ASSERT_THAT(worker->WaitForLine("connected broker=", kStartTimeout), IsOk());
+
+  patient->process().Signal(SIGTERM);
+  // The worker has nothing to report, so it ends its stream on Drain;
+  // otherwise ferryd would wait out its 120 s grace for it.
+  EXPECT_THAT(patient->process().Wait(kEventTimeout), IsOkAndHolds(0));
+  EXPECT_THAT(Terminate(*worker), IsOkAndHolds(0));
+}
+
 TEST_F(FerryWorkerTest, HandlersFileMapsEachKindToItsCommand) {
   const std::string handlers = Path("handlers");
   {
