@@ -85,10 +85,14 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
       pthread_sigmask(SIG_SETMASK, old, nullptr);
     }
   } restore{&sigpipe, &old_mask};
-  int in[2], out[2], err[2];
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
   if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 ||
       pipe2(err, O_CLOEXEC) != 0) {
-    return JobOutcome::Failure(absl::StrCat("pipe: ", std::strerror(errno)));
+    const int error = errno;
+    for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) {
+      if (fd >= 0) close(fd);  // the pipes made before the one that failed
+    }
+    return JobOutcome::Failure(absl::StrCat("pipe: ", std::strerror(error)));
   }
   auto stop = std::make_shared<StopPipe>();
 
@@ -118,8 +122,21 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (std::string& a : args_copy) args.push_back(a.data());
   args.push_back(nullptr);
-  const std::string exec_error =
-      absl::StrCat("ferry-worker: cannot run ", argv[0], "\n");
+  // Why exec failed, said in the child: only write() is safe there, so
+  // the messages are made here.
+  const std::string cannot_run =
+      absl::StrCat("ferry-worker: cannot run ", argv[0]);
+  const std::string exec_not_found =
+      absl::StrCat(cannot_run, ": no such file (check the path and $PATH)\n");
+  const std::string exec_denied =
+      absl::StrCat(cannot_run,
+                   ": permission denied (is it executable, and its directory "
+                   "searchable?)\n");
+  const std::string exec_format =
+      absl::StrCat(cannot_run,
+                   ": not an executable this system runs (a script without "
+                   "its #! line?)\n");
+  const std::string exec_other = absl::StrCat(cannot_run, "\n");
 
   const pid_t pid = fork();
   if (pid < 0) {
@@ -136,7 +153,12 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     execvpe(args[0], args.data(), envp.data());
-    (void)!write(2, exec_error.data(), exec_error.size());
+    const std::string& why = errno == ENOENT || errno == ENOTDIR
+                                 ? exec_not_found
+                             : errno == EACCES || errno == EPERM ? exec_denied
+                             : errno == ENOEXEC                  ? exec_format
+                                                                 : exec_other;
+    (void)!write(2, why.data(), why.size());
     _exit(127);
   }
   setpgid(pid, pid);  // also here: no race with the kill below

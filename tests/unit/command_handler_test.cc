@@ -42,6 +42,7 @@
 #include "tests/process_group.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
+#include "tests/temp_dir.h"
 #include "worker/worker.h"
 
 namespace ferry::testing {
@@ -317,7 +318,18 @@ TEST_F(CommandHandlerTest, MissingCommandFailsWithAClearMessage) {
   EXPECT_FALSE(outcome.success);
   EXPECT_THAT(outcome.error, HasSubstr("exit status 127"));
   EXPECT_THAT(outcome.error,
-              HasSubstr("cannot run /nonexistent/ferry-no-such-command"));
+              HasSubstr("cannot run /nonexistent/ferry-no-such-command: no "
+                        "such file (check the path and $PATH)"));
+}
+
+TEST_F(CommandHandlerTest, CommandThatIsNotExecutableSaysPermissionDenied) {
+  ScopedTempDir dir;
+  const std::string script = dir.path() + "/not-executable.sh";
+  std::ofstream(script) << "#!/bin/sh\necho hi\n";  // mode 0644: no x bit
+  JobContext ctx(MakeJob(), absl::InfiniteFuture());
+  JobOutcome outcome = RunCommand({script}, {}, ctx);
+  EXPECT_FALSE(outcome.success);
+  EXPECT_THAT(outcome.error, HasSubstr("permission denied"));
 }
 
 TEST_F(CommandHandlerTest, CommandNotOnThePathFailsWithAClearMessage) {
