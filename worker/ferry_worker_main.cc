@@ -4,10 +4,12 @@
 //   ferry-worker --queues=Q --handlers=/etc/ferry/handlers
 //
 // SIGTERM or SIGINT: take no more jobs, let running ones finish (up to
-// --drain_timeout), then exit 0.
+// --drain_timeout), then exit 0. A second one stops the running jobs at
+// once (reported failed, retryable).
 
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -43,7 +45,8 @@ ABSL_FLAG(int64_t, max_output, 1 << 20,
           "is cut and the result says so.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM, how long running jobs may finish before they are "
-          "stopped and reported as failed (retryable).");
+          "stopped and reported as failed (retryable). A second SIGTERM or "
+          "SIGINT stops them at once.");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "After SIGTERM to a job's processes (timeout, cancel, stop), how "
           "long before SIGKILL.");
@@ -167,19 +170,29 @@ int Run(int argc, char** argv) {
       worker.Handle(kind, handler);
     }
   }
-  std::thread signal_thread([&worker, signals] {
-    int number = 0;
-    sigwait(&signals, &number);
-    if (number == 0) return;
-    spdlog::info("received signal={}", strsignal(number));
-    worker.Stop();
+  std::atomic<bool> run_returned{false};
+  std::thread signal_thread([&worker, &run_returned, signals] {
+    // The first SIGTERM/SIGINT drains (--drain_timeout); a second stops
+    // the running jobs at once.
+    for (int received = 0; received < 2;) {
+      int number = 0;
+      if (sigwait(&signals, &number) != 0) continue;
+      if (run_returned.load()) return;
+      spdlog::info("received signal={}", strsignal(number));
+      if (++received == 1) {
+        worker.Stop();
+      } else {
+        worker.StopNow();
+      }
+    }
   });
   spdlog::info(
       "ferry-worker starting worker_id={} broker={} queues={} concurrency={}",
       worker.worker_id(), options.broker, absl::StrJoin(options.queues, ","),
       options.concurrency);
   absl::Status status = worker.Run();
-  // Wake the signal thread if no signal came (Run ended on its own).
+  // Wake the signal thread, which may still wait for a (second) signal.
+  run_returned.store(true);
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
   if (!status.ok()) {

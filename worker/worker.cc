@@ -334,6 +334,16 @@ void Worker::Stop() {
   }
 }
 
+void Worker::StopNow() {
+  Stop();
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock->Now();
+  if (drain_deadline_ <= now) return;
+  drain_deadline_ = now;  // the heartbeat loop stops the handlers
+  spdlog::warn("worker stopping now worker_id={} running={}",
+               options_.worker_id, running_.size());
+}
+
 bool Worker::Quiet() const { return running_.empty() && unacked_.empty(); }
 
 void Worker::StopAll(StopReason reason) {

@@ -162,6 +162,10 @@ class Worker {
   // waits briefly for the broker to acknowledge results, then Run()
   // returns. Idempotent; does not block.
   void Stop();
+  // As Stop(), but without the drain: running handlers are stopped now and
+  // reported failed (retryable), as if the drain timeout had passed. For an
+  // operator's second Ctrl-C.
+  void StopNow();
 
   const std::string& worker_id() const { return options_.worker_id; }
   // Handlers running right now (for tests and status).

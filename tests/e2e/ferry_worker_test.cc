@@ -55,6 +55,7 @@
 namespace ferry::testing {
 namespace {
 
+using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -324,6 +325,36 @@ TEST_F(FerryWorkerTest, SigtermLetsTheRunningJobFinishThenExitsZero) {
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.last_error();
   EXPECT_EQ(done.result(), "finished\n");
   EXPECT_EQ(done.attempt(), 1u);
+}
+
+TEST_F(FerryWorkerTest, SecondSignalStopsTheRunningJobAtOnce) {
+  const std::string gate = MakeGate("gate");
+  const std::string pgid_file = Path("pgid");
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subprocess> worker,
+                             StartWorker({"--drain_timeout=1h"},
+                                         Shell(PublishPgid(pgid_file) + "cat " +
+                                               gate + " >/dev/null")));
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit(Spec("q", "k")));
+  pid_t pgid = 0;
+  const absl::Time deadline = absl::Now() + kEventTimeout;
+  for (int i = 0; i < 100000 && pgid == 0 && absl::Now() < deadline; ++i) {
+    pgid = ReadPgid(pgid_file);
+    if (pgid == 0) absl::SleepFor(absl::Milliseconds(5));  // a poll interval
+  }
+  ASSERT_GT(pgid, 0) << "the command never started";
+
+  worker->Signal(SIGTERM);
+  ASSERT_THAT(worker->WaitForLine("worker stopping", kEventTimeout), IsOk());
+  worker->Signal(SIGINT);  // no waiting out the hour
+  FERRY_ASSERT_OK_AND_ASSIGN(int code, worker->Wait(kEventTimeout));
+  EXPECT_EQ(code, 0) << worker->Output();
+  EXPECT_TRUE(GroupGone(pgid)) << "the command outlived the worker";
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job stopped, Get(job.id()));
+  // Failed, retryable (and retried at once: this broker has no backoff).
+  EXPECT_THAT(stopped.state(),
+              AnyOf(v1::JOB_STATE_SCHEDULED, v1::JOB_STATE_QUEUED));
+  EXPECT_EQ(stopped.attempt(), 1u);
+  EXPECT_THAT(stopped.last_error(), HasSubstr("drain timeout"));
 }
 
 TEST_F(FerryWorkerTest, IdleWorkerLetsABrokerShuttingDownGoBeforeItsGrace) {
