@@ -11,12 +11,22 @@ namespace ferry::sqlite {
 absl::Status SqliteError(sqlite3* db, int rc, absl::string_view context) {
   const char* detail = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   std::string message = absl::StrCat(context, ": ", detail);
+  // Errors of the disk under the database: say which file, and what to do.
+  const char* path = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
+  const std::string file =
+      path != nullptr && path[0] != '\0' ? absl::StrCat(" (", path, ")") : "";
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::UnavailableError(message);
     case SQLITE_FULL:
-      return absl::ResourceExhaustedError(message);
+      return absl::ResourceExhaustedError(
+          absl::StrCat(message, file,
+                       ": free space on the broker's disk; writes resume "
+                       "once there is room"));
+    case SQLITE_IOERR:
+      return absl::UnavailableError(absl::StrCat(
+          message, file, ": the disk failed a read or write; check it"));
     case SQLITE_CONSTRAINT:
       return absl::FailedPreconditionError(message);
     case SQLITE_CORRUPT:
@@ -25,7 +35,6 @@ absl::Status SqliteError(sqlite3* db, int rc, absl::string_view context) {
     case SQLITE_CANTOPEN:
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_IOERR:
       return absl::UnavailableError(message);
     default:
       return absl::InternalError(message);

@@ -2,11 +2,11 @@
 #define FERRY_TESTS_FAULTY_VFS_H_
 
 // A SQLite VFS that forwards everything to the default one, except that a
-// test can hold the next fsync (xSync) until it says so, and make fsyncs
-// fail: the storage faults a durable store must survive without reporting
-// a write that is not on disk. Install() makes it the process's default VFS,
-// so the code under test opens through it unchanged; with no fault set it
-// only forwards.
+// test can hold the next fsync (xSync) until it says so, make fsyncs fail,
+// and make writes fail as on a full disk: the storage faults a durable store
+// must survive without reporting a write that is not on disk. Install() makes
+// it the process's default VFS, so the code under test opens through it
+// unchanged; with no fault set it only forwards.
 //
 //   FaultyVfs::Install();
 //   FaultyVfs::HoldNextSync();            // the next commit stops in fsync
@@ -45,6 +45,11 @@ class FaultyVfs {
     absl::MutexLock lock(&state().mu);
     state().fail = fail;
   }
+  // While set, every write fails with SQLITE_FULL (a full disk).
+  static void FailWritesFull(bool full) {
+    absl::MutexLock lock(&state().mu);
+    state().full = full;
+  }
   // The next fsync waits in the VFS until Release().
   static void HoldNextSync() {
     absl::MutexLock lock(&state().mu);
@@ -71,6 +76,7 @@ class FaultyVfs {
   struct State {
     absl::Mutex mu;
     bool fail ABSL_GUARDED_BY(mu) = false;
+    bool full ABSL_GUARDED_BY(mu) = false;
     bool hold_next ABSL_GUARDED_BY(mu) = false;
     bool holding ABSL_GUARDED_BY(mu) = false;
   };
@@ -120,6 +126,10 @@ class FaultyVfs {
           return R(f)->pMethods->xRead(R(f), buf, n, off);
         },
         +[](sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
+          {
+            absl::MutexLock lock(&state().mu);
+            if (state().full) return SQLITE_FULL;
+          }
           return R(f)->pMethods->xWrite(R(f), buf, n, off);
         },
         +[](sqlite3_file* f, sqlite3_int64 size) {

@@ -35,6 +35,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
 // Runs `sql` on `path` through a plain SQLite connection, as another program
@@ -339,6 +340,8 @@ TEST_F(SqliteStoreTest, FailedFsyncFailsEveryWriteOfItsGroupAndKeepsNone) {
 
   EXPECT_FALSE(held->ok());
   ASSERT_FALSE(results->cancel.ok());
+  EXPECT_THAT(results->cancel.status().message(),
+              HasSubstr(absl::StrCat("(", path_, "): the disk failed")));
   // Not FAILED_PRECONDITION ("lease lost"), which was computed from the
   // cancel that was rolled back: the broker would forget a live lease.
   EXPECT_EQ(results->finish.status(), results->cancel.status());
@@ -350,6 +353,26 @@ TEST_F(SqliteStoreTest, FailedFsyncFailsEveryWriteOfItsGroupAndKeepsNone) {
   FERRY_ASSERT_OK_AND_ASSIGN(JobRecord done,
                              Finish(*store, id, "t", Succeeded(now, "done")));
   EXPECT_EQ(done.state, JobState::kSucceeded);
+}
+
+TEST_F(SqliteStoreTest,
+       FullDiskIsResourceExhaustedNamingTheFileAndKeepsNothing) {
+  ASSERT_TRUE(FaultyVfs::Install());
+  absl::Cleanup healthy = [] { FaultyVfs::FailWritesFull(false); };
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+  const absl::Time now = clock_.Now();
+
+  FaultyVfs::FailWritesFull(true);
+  std::vector<JobRecord> jobs;
+  for (int i = 0; i < 3; ++i) jobs.push_back(MakeJob("q", now));
+  EXPECT_THAT(CreateAll(*store, std::move(jobs)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("full"), HasSubstr(path_),
+                             HasSubstr("free space"))));
+  FaultyVfs::FailWritesFull(false);
+
+  EXPECT_THAT(store->CountJobs("q"), IsOkAndHolds(IsEmpty()));
+  EXPECT_THAT(Create(*store, MakeJob("q", now)), IsOk());
 }
 
 TEST_F(SqliteStoreTest, WriterPageCacheStaysWithinCacheKib) {
