@@ -67,7 +67,9 @@ class JobContext {
   bool stopped() const;
   StopReason reason() const;
   // Runs `fn` once when the job is asked to stop (at once if it already
-  // is). Runs on a worker thread; must not block.
+  // is). Runs on a worker thread that holds the Worker's lock: must not
+  // block, and must not call the Worker (running(), Stop()...); wake the
+  // handler instead (a pipe, a condition), as the command handler does.
   void OnStop(absl::AnyInvocable<void()> fn);
   // Waits up to `timeout` for a stop; true if stopped.
   bool WaitForStop(absl::Duration timeout) const;
