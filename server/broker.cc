@@ -794,6 +794,8 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
   ToProto(options_.policy.lease_ttl,
           welcome.mutable_welcome()->mutable_lease_ttl());
   welcome.mutable_welcome()->set_accepts_batches(true);
+  welcome.mutable_welcome()->set_max_output_bytes(
+      static_cast<uint64_t>(options_.policy.max_payload_bytes));
   session.sink->Push(std::move(welcome));
 
   int resumed = 0;

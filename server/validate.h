@@ -11,6 +11,7 @@
 #include "ferry/v1/job.pb.h"
 #include "google/protobuf/map.h"
 #include "proto/names.h"
+#include "proto/result_limits.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -31,7 +32,6 @@ inline constexpr size_t kMaxLabelValueLength = 256;
 inline constexpr int kMaxLabels = 32;
 inline constexpr size_t kMaxIdempotencyKeyLength = 256;
 inline constexpr size_t kMaxContentTypeLength = 128;
-inline constexpr size_t kMaxErrorMessageLength = 4096;
 inline constexpr int32_t kMaxPriority = 1000;
 inline constexpr int32_t kMaxAttempts = 1000;
 inline constexpr int kMaxBatchSize = 1000;

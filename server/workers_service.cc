@@ -75,10 +75,8 @@ absl::StatusOr<Outcome> OutcomeFromResult(const v1::Result& result,
           max_output_bytes) {
         outcome.success = false;
         outcome.retryable = false;
-        outcome.error = absl::StrCat(
-            "the handler's output is ", result.success().output().size(),
-            " bytes, over the broker's limit of ", max_output_bytes,
-            " (--max_payload_bytes); it was not stored");
+        outcome.error = OutputOverLimitError(result.success().output().size(),
+                                             max_output_bytes);
         return outcome;
       }
       outcome.success = true;

@@ -19,6 +19,7 @@
 #include "proto/batch.h"
 #include "proto/grpc_status.h"
 #include "proto/names.h"
+#include "proto/result_limits.h"
 #include "proto/time_util.h"
 
 namespace ferry {
@@ -479,6 +480,7 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
     case v1::ServerMessage::kWelcome: {
       absl::MutexLock lock(&mu_);
       connection.set_welcomed(msg.welcome().accepts_batches());
+      max_output_bytes_.store(msg.welcome().max_output_bytes());
       if (msg.welcome().has_heartbeat_interval()) {
         heartbeat_interval_ =
             std::max(absl::Milliseconds(100),
@@ -611,6 +613,19 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
       outcome = JobOutcome::Failure(
           "the worker stopped before the job finished (drain timeout)");
     }
+  }
+  // What the broker would refuse or cut is settled here: an output over
+  // its limit, sent, could be too large for it to read at all, and the
+  // stream would break on every resend.
+  const uint64_t max_output = max_output_bytes_.load();
+  if (outcome.success && max_output > 0 && outcome.output.size() > max_output) {
+    outcome = JobOutcome::Failure(
+        OutputOverLimitError(outcome.output.size(),
+                             static_cast<int64_t>(max_output)),
+        /*retryable=*/false);
+  }
+  if (outcome.error.size() > kMaxErrorMessageLength) {
+    outcome.error.resize(kMaxErrorMessageLength);
   }
   const int64_t duration_ms =
       absl::ToInt64Milliseconds(options_.clock->Now() - job->started);

@@ -214,6 +214,8 @@ class Worker {
   std::map<std::string, Unacked> unacked_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<Connection> connection_ ABSL_GUARDED_BY(mu_);
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(10);
+  // The broker's Welcome.max_output_bytes; 0 if it did not say.
+  std::atomic<uint64_t> max_output_bytes_{0};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;  // until the stream ends
   absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();

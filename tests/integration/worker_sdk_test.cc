@@ -295,6 +295,20 @@ TEST_F(LargePayloadWorkerTest, WorkerTakesAJobLargerThanFourMebibytes) {
   EXPECT_EQ(seen->load(), size_t{5} << 20);
 }
 
+TEST_F(WorkerSdkTest, OutputTooLargeForTheBrokerFailsTheJobWithoutBreaking) {
+  // Over what ferryd can read at all (16 MiB here): sent, it would break
+  // the stream on every resend and the job would stay RUNNING.
+  NewWorker().Handle("huge", [](JobContext&) {
+    return JobOutcome::Success(std::string(17 << 20, 'x'));
+  });
+  StartWorker();
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "huge", ""));
+  v1::Job done = AwaitState(job.id(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(done.attempt(), 1u);
+  EXPECT_THAT(done.last_error(),
+              HasSubstr("over the broker's limit of 1048576"));
+}
+
 TEST_F(WorkerSdkTest, ProgressReportedByAHandlerIsVisibleThroughGet) {
   Handler blocking = BlockingHandler("done");
   NewWorker().Handle("long", [blocking](JobContext& ctx) {
