@@ -1,8 +1,6 @@
 #include "client/cli.h"
 
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -14,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "base/broker_address.h"
+#include "base/read_file.h"
 #include "client/client.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/names.h"
@@ -482,13 +481,11 @@ int Cli::Submit(const Command& command, const Parsed& p) {
   options.payload = p.Get("payload");
   if (p.Has("payload-file")) {
     const std::string file = p.Get("payload-file");
-    if (file == "-") {
-      options.payload.assign(std::istreambuf_iterator<char>(std::cin), {});
-    } else {
-      std::ifstream in(file, std::ios::binary);
-      if (!in) return Usage(command, absl::StrCat("cannot read ", file));
-      options.payload.assign(std::istreambuf_iterator<char>(in), {});
-    }
+    absl::StatusOr<std::string> payload =
+        ReadFileToString(file == "-" ? "/dev/stdin" : file);
+    if (!payload.ok())
+      return Usage(command, std::string(payload.status().message()));
+    options.payload = *std::move(payload);
   }
   if (p.Has("priority") &&
       !absl::SimpleAtoi(p.Get("priority"), &options.priority)) {

@@ -7,8 +7,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -19,6 +17,7 @@
 #include "base/clock.h"
 #include "base/flags_usage.h"
 #include "base/log_format.h"
+#include "base/read_file.h"
 #include "server/queue_config.h"
 #include "server/server.h"
 #include "storage/sqlite_store.h"
@@ -123,14 +122,13 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   }
   const std::string queue_config = absl::GetFlag(FLAGS_queue_config);
   if (!queue_config.empty()) {
-    std::ifstream in(queue_config);
-    if (!in) {
+    absl::StatusOr<std::string> text = ReadFileToString(queue_config);
+    if (!text.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot read --queue_config file ", queue_config));
+          absl::StrCat("--queue_config: ", text.status().message()));
     }
-    std::string text((std::istreambuf_iterator<char>(in)), {});
     absl::StatusOr<std::map<std::string, JobPolicy>> policies =
-        ParseQueueConfig(text, policy);
+        ParseQueueConfig(*text, policy);
     if (!policies.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(queue_config, ": ", policies.status().message()));

@@ -11,8 +11,6 @@
 
 #include <atomic>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +23,7 @@
 #include "base/broker_address.h"
 #include "base/flags_usage.h"
 #include "base/log_format.h"
+#include "base/read_file.h"
 #include "proto/names.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
@@ -132,12 +131,12 @@ int Run(int argc, char** argv) {
     return Usage("give --handlers or '-- COMMAND', not both");
   }
   if (!handlers_file.empty()) {
-    std::ifstream in(handlers_file);
-    if (!in)
-      return Usage(absl::StrCat("cannot read --handlers file ", handlers_file));
-    std::string text((std::istreambuf_iterator<char>(in)), {});
+    absl::StatusOr<std::string> text = ReadFileToString(handlers_file);
+    if (!text.ok()) {
+      return Usage(absl::StrCat("--handlers: ", text.status().message()));
+    }
     absl::StatusOr<std::map<std::string, std::vector<std::string>>> parsed =
-        ParseHandlersFile(text);
+        ParseHandlersFile(*text);
     if (!parsed.ok()) {
       return Usage(
           absl::StrCat(handlers_file, ": ", parsed.status().message()));

@@ -283,7 +283,14 @@ TEST_F(FerryCliTest, SubmitReadsThePayloadFromAFileByteForByte) {
 
   CliRun missing = Ferry({"submit", Queue(), "--payload-file", path + ".none"});
   EXPECT_EQ(missing.code, 2) << missing.all;
-  EXPECT_THAT(missing.all, HasSubstr("cannot read " + path + ".none"));
+  EXPECT_THAT(missing.all,
+              HasSubstr("cannot read " + path + ".none: No such file"));
+
+  // A directory opens but cannot be read: a usage error, not a crash.
+  CliRun directory = Ferry({"submit", Queue(), "--payload-file", dir.path()});
+  EXPECT_EQ(directory.code, 2) << directory.all;
+  EXPECT_THAT(directory.all,
+              HasSubstr("cannot read " + dir.path() + ": Is a directory"));
 }
 
 TEST_F(FerryCliTest, SubmitReadsThePayloadFromStdinForPayloadFileDash) {

@@ -479,6 +479,8 @@ TEST_F(FerryWorkerTest, UsageErrorsExitTwoWithAMessage) {
        "--label wants key=value, got \"novalue\""},
       {{"--queues=q", "--handlers=" + bad_handlers}, "line 2"},
       {{"--queues=q", "--handlers=" + bad_handlers, "--", "cat"}, "not both"},
+      {{"--queues=q", "--handlers=" + dir_.path()},
+       "--handlers: cannot read " + dir_.path() + ": Is a directory"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> argv = {FERRY_WORKER_PATH,
