@@ -250,7 +250,9 @@ grpc::ServerUnaryReactor* JobsService::SubmitBatch(
     grpc::CallbackServerContext* ctx, const v1::SubmitBatchRequest* request,
     v1::SubmitBatchResponse* response) {
   if (request->jobs_size() == 0) {
-    return Finish(ctx, absl::InvalidArgumentError("jobs is empty"));
+    return Finish(ctx, absl::InvalidArgumentError(
+                           absl::StrCat("jobs is empty: a batch holds 1 to ",
+                                        kMaxBatchSize, " jobs")));
   }
   if (request->jobs_size() > kMaxBatchSize) {
     return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(

@@ -35,7 +35,7 @@ absl::Status ValidateLabels(
     const google::protobuf::Map<std::string, std::string>& labels) {
   if (labels.size() > static_cast<size_t>(kMaxLabels)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, " has ", labels.size(), " labels; at most ", kMaxLabels));
+        "too many ", what, "s: ", labels.size(), "; at most ", kMaxLabels));
   }
   for (const auto& [key, value] : labels) {
     FERRY_RETURN_IF_ERROR(

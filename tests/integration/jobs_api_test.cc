@@ -214,9 +214,11 @@ TEST_F(JobsApiTest, SubmitBatchWithOneInvalidSpecCreatesNothing) {
 TEST_F(JobsApiTest, SubmitBatchOfNoJobsOrMoreThanAThousandIsInvalid) {
   ASSERT_NO_FATAL_FAILURE(Seed());
   const World before = Snapshot();
-  EXPECT_THAT(SubmitBatch({}), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(SubmitBatch({}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("a batch holds 1 to 1000 jobs")));
   EXPECT_THAT(SubmitBatch(std::vector<v1::JobSpec>(1001, Spec("q", "k"))),
-              StatusIs(absl::StatusCode::kInvalidArgument));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1000")));
   ExpectUnchanged(before);
   // The limit itself is accepted.
   FERRY_ASSERT_OK_AND_ASSIGN(

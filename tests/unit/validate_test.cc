@@ -136,7 +136,7 @@ TEST(ValidateLabels, TooManyLabelsAreRejected) {
   for (int i = 0; i <= kMaxLabels; ++i) many[absl::StrCat("k", i)] = "v";
   EXPECT_THAT(ValidateLabels("label", many),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("label has 33 labels; at most 32")));
+                       HasSubstr("too many labels: 33; at most 32")));
 }
 
 TEST(ValidateLabels, KeysFollowTheNameRulesWithTheirOwnLength) {
