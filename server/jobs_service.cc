@@ -192,6 +192,35 @@ class WaitSink final : public JobSink {
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
+// A Wait call. If its caller goes away (cancels, passes its deadline,
+// disconnects) before the job is done, the broker stops watching for it:
+// otherwise the watcher would stay until the wait's own timeout, up to an
+// hour, and every tick would look at it.
+class WaitReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit WaitReactor(Broker* broker) : broker_(broker) {}
+
+  // Set before the reactor is returned to gRPC, so before any OnCancel.
+  void set_watch(std::shared_ptr<WaitSink> sink, uint64_t handle) {
+    sink_ = std::move(sink);
+    handle_ = handle;
+  }
+
+  void OnCancel() override {
+    if (sink_ == nullptr) return;
+    broker_->Unwatch(handle_);
+    // Finish (once: the sink keeps count) so that gRPC can let go.
+    sink_->Close(absl::CancelledError("the caller went away"));
+    sink_->Kick();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  Broker* const broker_;
+  std::shared_ptr<WaitSink> sink_;
+  uint64_t handle_ = 0;
+};
+
 absl::StatusOr<ListFilter> FilterFromRequest(const v1::ListRequest& request) {
   ListFilter filter;
   if (!request.queue().empty()) {
@@ -356,7 +385,7 @@ grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
                                           absl::FormatDuration(kMaxWait))));
     }
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto* reactor = new WaitReactor(broker_);
   auto sink = std::make_shared<WaitSink>(
       broker_, reactor, response,
       WantPayload(request->view(), v1::JOB_VIEW_FULL));
@@ -365,6 +394,8 @@ grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
   if (!handle.ok()) {
     sink->Close(handle.status());
     sink->Kick();
+  } else {
+    reactor->set_watch(std::move(sink), *handle);
   }
   return reactor;
 }

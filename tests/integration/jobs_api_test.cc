@@ -721,6 +721,40 @@ TEST_F(JobsApiTest, PageTokenNotIssuedByTheBrokerIsInvalidArgument) {
   ExpectUnchanged(before);
 }
 
+TEST_F(JobsApiTest, WaitCallCancelledByItsCallerIsNoLongerWatched) {
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
+  Tick();  // the first retention run: the next tick is then a minute out
+  ASSERT_TRUE(Eventually([&] {
+    return server().broker()->NextTickTime() > Now() + absl::Seconds(59);
+  }));
+  struct Call {
+    v1::WaitRequest request;
+    v1::WaitResponse response;
+    grpc::ClientContext ctx;
+    grpc::Status status;
+    absl::Notification finished;
+  };
+  auto call = std::make_shared<Call>();
+  call->request.set_job_id(job.id());
+  *call->request.mutable_timeout() = DurationProto(absl::Seconds(50));
+  jobs().async()->Wait(&call->ctx, &call->request, &call->response,
+                       [call](grpc::Status s) {
+                         call->status = std::move(s);
+                         call->finished.Notify();
+                       });
+  const absl::Time deadline = Now() + absl::Seconds(50);
+  ASSERT_TRUE(Eventually([&] {
+    return server().broker()->NextTickTime() == deadline;
+  })) << "the broker never registered the Wait call";
+  call->ctx.TryCancel();
+  ASSERT_TRUE(call->finished.WaitForNotificationWithTimeout(kRpcTimeout));
+  EXPECT_EQ(call->status.error_code(), grpc::StatusCode::CANCELLED);
+  // Its watcher is gone: nothing waits for its 50 s any more.
+  EXPECT_TRUE(Eventually([&] {
+    return server().broker()->NextTickTime() > deadline;
+  })) << "the broker still watches for the cancelled Wait call";
+}
+
 TEST_F(JobsApiTest, WaitLongerThanAnHourIsInvalidArgument) {
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
   const World before = Snapshot();
