@@ -487,6 +487,12 @@ void Broker::Notify(const JobRecord& job, KickList& kicks) {
         last.progress_message == job.progress_message) {
       continue;  // already seen (read by Watch after this commit)
     }
+    // Older than what the watcher has: committed before Watch's read, its
+    // callback run after it. Sent, it would take the job back in time.
+    // (Every write stamps updated_at with the broker's clock, in the order
+    // it is queued; should that clock step back, an update may be skipped,
+    // never a terminal state.)
+    if (job.updated_at < last.updated_at && !IsTerminal(job.state)) continue;
     watcher.last = job;
     watcher.sink->Push(job);
     kicks.Add(watcher.sink);

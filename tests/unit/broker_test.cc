@@ -128,6 +128,12 @@ class RecordingJobSink final : public JobSink {
     for (const JobRecord& job : jobs_) states.push_back(job.state);
     return states;
   }
+  std::vector<int32_t> Progress() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<int32_t> percents;
+    for (const JobRecord& job : jobs_) percents.push_back(job.progress_percent);
+    return percents;
+  }
   std::optional<absl::Status> CloseStatus() const {
     absl::MutexLock lock(&mu_);
     return close_status_;
@@ -1429,6 +1435,41 @@ TEST_F(BrokerTest, WatchStartedBetweenACommitAndItsCallbackSeesItOnce) {
 
   EXPECT_THAT(worker.sink->Assignments(), SizeIs(1));
   EXPECT_THAT(watcher->States(), ElementsAre(JobState::kRunning));
+}
+
+TEST_F(BrokerTest,
+       WatchStartedAfterTwoCommitsBeforeTheirCallbacksStaysInOrder) {
+  const int64_t id = Submit(Spec());
+  Worker worker = Connect("w1", 1);
+  const std::string token = OnlyToken(worker);
+  auto progress = [&](uint32_t percent) {
+    v1::Heartbeat heartbeat;
+    v1::ProgressUpdate* update = heartbeat.add_progress();
+    update->set_lease_token(token);
+    update->mutable_progress()->set_percent(percent);
+    broker_->Heartbeat(worker.session, heartbeat);
+  };
+  auto watcher = std::make_shared<RecordingJobSink>();
+  {
+    // Both progress writes commit; their callbacks wait behind the gate.
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    progress(10);
+    clock_.Advance(absl::Seconds(1));
+    progress(20);
+    const absl::Time deadline = absl::Now() + kCallbackTimeout;
+    while (store_->GetJob(id, false).value_or(JobRecord()).progress_percent !=
+               20 &&
+           absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));  // the commit, on the writer
+    }
+    // The watch reads 20%; the 10% callback runs after it.
+    ASSERT_THAT(broker_->Watch(id, watcher, absl::InfiniteFuture()), IsOk());
+  }
+  Settle();
+
+  // Not 20, 10, 20: an update older than what the watcher has is dropped.
+  EXPECT_THAT(watcher->Progress(), ElementsAre(20));
 }
 
 TEST_F(BrokerTest, WatchOfAFinishedJobSendsItAndCloses) {
