@@ -384,6 +384,19 @@ void PrintJob(const v1::Job& job, std::ostream& out) {
 
 // ------------------------------------------------------------ running
 
+// Whether an UNAVAILABLE came from gRPC failing to reach the broker (as
+// opposed to the broker answering it: a failing disk, a shutdown), going by
+// the messages gRPC 1.51 gives.
+bool NoConnection(absl::string_view message) {
+  for (absl::string_view sign :
+       {"failed to connect", "Failed to connect", "DNS resolution failed",
+        "Connection refused", "Connection reset", "Socket closed",
+        "Broken pipe", "No route to host"}) {
+    if (absl::StrContains(message, sign)) return true;
+  }
+  return false;
+}
+
 class Cli {
  public:
   Cli(std::string broker, bool json, absl::Duration call_timeout,
@@ -399,9 +412,12 @@ class Cli {
   // Prints the broker's error and returns the exit code for it.
   int Fail(const absl::Status& status) {
     err_ << "ferry: " << status.message() << "\n";
-    if (absl::IsUnavailable(status)) {
+    if (absl::IsUnavailable(status) && NoConnection(status.message())) {
       err_ << "ferry: is ferryd running there? Set --broker HOST:PORT or "
               "FERRY_BROKER.\n";
+    } else if (absl::IsDeadlineExceeded(status)) {
+      err_ << "ferry: no answer within --call-timeout; the request may "
+              "still have been carried out (check before repeating it).\n";
     }
     switch (status.code()) {
       case absl::StatusCode::kNotFound:

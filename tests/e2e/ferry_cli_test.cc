@@ -860,6 +860,38 @@ TEST_F(FerryCliTest, UnreachableBrokerExitsFourNamingItsAddress) {
   }
 }
 
+TEST_F(FerryCliTest, UnavailableFromTheBrokerItselfDoesNotAskIfItRuns) {
+  // A broker of its own, shut down under a watch: it answers UNAVAILABLE
+  // itself, which is not "unreachable".
+  ScopedTempDir dir;
+  std::string address;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> broker,
+      StartFerryd(FERRYD_PATH, {"--db=" + dir.path() + "/ferry.db"}, &address));
+  CliRun submitted = FerryAsIs({"--broker", address, "submit", "q"});
+  ASSERT_EQ(submitted.code, 0) << submitted.all;
+  const std::string id(absl::StripTrailingAsciiWhitespace(submitted.out));
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> watch,
+      Subprocess::Start({FERRY_PATH, "--broker=" + address, "watch", id}));
+  ASSERT_THAT(watch->WaitForLine(" QUEUED ", kCommandTimeout), IsOk());
+
+  broker->Signal(SIGTERM);
+  EXPECT_THAT(watch->Wait(kCommandTimeout), IsOkAndHolds(4));
+  (void)watch->WaitForLine("\x01never\x01", absl::Seconds(5));  // EOF
+  EXPECT_THAT(watch->Output(), HasSubstr("the broker is shutting down"));
+  EXPECT_THAT(watch->Output(), Not(HasSubstr("is ferryd running there?")));
+  EXPECT_THAT(broker->Wait(kCommandTimeout), IsOkAndHolds(0));
+}
+
+TEST_F(FerryCliTest, CallThatTimesOutSaysItMayHaveHappened) {
+  CliRun run = Ferry({"--call-timeout", "1ns", "queues"});
+  EXPECT_EQ(run.code, 4) << run.all;
+  EXPECT_THAT(run.all, HasSubstr("Deadline Exceeded"));
+  EXPECT_THAT(run.all, HasSubstr("may still have been carried out"));
+  EXPECT_THAT(run.all, Not(HasSubstr("is ferryd running there?")));
+}
+
 TEST_F(FerryCliTest, FerryBrokerEnvironmentVariableChoosesTheBroker) {
   CliRun submitted = FerryAsIs({"submit", Queue(), "--payload", "via env"},
                                Env("FERRY_BROKER=" + address()));
