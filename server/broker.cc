@@ -437,6 +437,11 @@ absl::StatusOr<uint64_t> Broker::Watch(int64_t id,
                                        absl::Time deadline) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
+  if (draining_) {
+    // Drain closed the watchers it had; a new one would hang until the
+    // server cuts it at the end of the grace period.
+    return absl::UnavailableError("the broker is shutting down; retry later");
+  }
   // Read under the lock: a change committed after this read is notified
   // after it, so the watcher sees states in order (Notify drops repeats).
   FERRY_ASSIGN_OR_RETURN(JobRecord job, store_->GetJob(id, false));

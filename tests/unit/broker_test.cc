@@ -1472,6 +1472,16 @@ TEST_F(BrokerTest,
   EXPECT_THAT(watcher->Progress(), ElementsAre(20));
 }
 
+TEST_F(BrokerTest, WatchAfterDrainIsUnavailable) {
+  const int64_t id = Submit(Spec());
+  broker_->Drain("shutting down");
+  auto watcher = std::make_shared<RecordingJobSink>();
+  EXPECT_THAT(
+      broker_->Watch(id, watcher, absl::InfiniteFuture()),
+      StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+  EXPECT_THAT(watcher->States(), IsEmpty());
+}
+
 TEST_F(BrokerTest, WatchOfAFinishedJobSendsItAndCloses) {
   const int64_t id = Submit(Spec());
   ASSERT_THAT(CancelJob(id), IsOk());
