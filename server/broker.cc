@@ -1072,15 +1072,11 @@ void Broker::CancelLease(uint64_t handle) {
   // Leases still being written find no session when they land, and are
   // put back then (OnGranted). One that expired or was cancelled meanwhile
   // is already on its way out.
-  int put_back = 0;
+  std::vector<std::string> tokens;
   for (const v1::Assignment& assignment : session.assignments) {
-    auto lease = leases_.find(assignment.lease_token());
-    if (lease == leases_.end() || lease->second.phase != LeasePhase::kActive) {
-      continue;
-    }
-    ReleaseUndelivered(lease->first, lease->second);
-    ++put_back;
+    tokens.push_back(assignment.lease_token());
   }
+  const int put_back = ReleaseActive(tokens);
   spdlog::info(
       "lease call ended by its caller (cancelled, deadline or disconnect) "
       "worker_id={} jobs_put_back={} "
@@ -1092,8 +1088,7 @@ void Broker::CancelLease(uint64_t handle) {
   RemoveSession(handle);
 }
 
-void Broker::PutBackUndelivered(const std::vector<std::string>& tokens) {
-  absl::MutexLock lock(&mu_);
+int Broker::ReleaseActive(const std::vector<std::string>& tokens) {
   int put_back = 0;
   for (const std::string& token : tokens) {
     auto lease = leases_.find(token);
@@ -1103,6 +1098,12 @@ void Broker::PutBackUndelivered(const std::vector<std::string>& tokens) {
     ReleaseUndelivered(lease->first, lease->second);
     ++put_back;
   }
+  return put_back;
+}
+
+void Broker::PutBackUndelivered(const std::vector<std::string>& tokens) {
+  absl::MutexLock lock(&mu_);
+  const int put_back = ReleaseActive(tokens);
   spdlog::warn(
       "a Lease response did not reach its caller (cancelled, deadline, "
       "disconnect or too large) jobs={} jobs_put_back={}",

@@ -352,6 +352,10 @@ class Broker {
   // QUEUED again with the attempt undone.
   void ReleaseUndelivered(const std::string& token, LeaseState& lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ReleaseUndelivered for those of `tokens` whose leases are still active
+  // (one that ended or expired meanwhile is on its way out); how many.
+  int ReleaseActive(const std::vector<std::string>& tokens)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A write that was to end the lease failed in storage: the attempt is
   // still running on disk. Keeps the lease, active with a fresh TTL, so
   // that it is not forgotten: it ends by a result or by expiring.

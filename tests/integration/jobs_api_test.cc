@@ -57,6 +57,40 @@ class JobsApiTest : public ServerTest {
     return Call(jobs(), &v1::Jobs::Stub::List, request);
   }
 
+  // Starts `method` (a unary call on the callback API) with `request`,
+  // waits until the broker registers it (its next tick is then
+  // `deadline`), cancels it, and checks that it ends CANCELLED and that
+  // the broker lets it go (nothing waits for `deadline` any more).
+  template <typename Request, typename Response>
+  void CancelWhileRegistered(
+      const Request& request, absl::Time deadline,
+      const std::function<void(grpc::ClientContext*, const Request*, Response*,
+                               std::function<void(grpc::Status)>)>& method) {
+    // Shared with the callback, which may outlive a failed assertion here.
+    struct Call {
+      Request request;
+      Response response;
+      grpc::ClientContext ctx;
+      grpc::Status status;
+      absl::Notification finished;
+    };
+    auto call = std::make_shared<Call>();
+    call->request = request;
+    method(&call->ctx, &call->request, &call->response, [call](grpc::Status s) {
+      call->status = std::move(s);
+      call->finished.Notify();
+    });
+    ASSERT_TRUE(Eventually([&] {
+      return server().broker()->NextTickTime() == deadline;
+    })) << "the broker never registered the call";
+    call->ctx.TryCancel();
+    ASSERT_TRUE(call->finished.WaitForNotificationWithTimeout(kRpcTimeout));
+    EXPECT_EQ(call->status.error_code(), grpc::StatusCode::CANCELLED);
+    ASSERT_TRUE(Eventually([&] {
+      return server().broker()->NextTickTime() > deadline;
+    })) << "the broker still holds the cancelled call";
+  }
+
   World Snapshot() {
     World world;
     absl::StatusOr<v1::QueueStatsResponse> stats = AllStats();
@@ -727,32 +761,15 @@ TEST_F(JobsApiTest, WaitCallCancelledByItsCallerIsNoLongerWatched) {
   ASSERT_TRUE(Eventually([&] {
     return server().broker()->NextTickTime() > Now() + absl::Seconds(59);
   }));
-  struct Call {
-    v1::WaitRequest request;
-    v1::WaitResponse response;
-    grpc::ClientContext ctx;
-    grpc::Status status;
-    absl::Notification finished;
-  };
-  auto call = std::make_shared<Call>();
-  call->request.set_job_id(job.id());
-  *call->request.mutable_timeout() = DurationProto(absl::Seconds(50));
-  jobs().async()->Wait(&call->ctx, &call->request, &call->response,
-                       [call](grpc::Status s) {
-                         call->status = std::move(s);
-                         call->finished.Notify();
-                       });
-  const absl::Time deadline = Now() + absl::Seconds(50);
-  ASSERT_TRUE(Eventually([&] {
-    return server().broker()->NextTickTime() == deadline;
-  })) << "the broker never registered the Wait call";
-  call->ctx.TryCancel();
-  ASSERT_TRUE(call->finished.WaitForNotificationWithTimeout(kRpcTimeout));
-  EXPECT_EQ(call->status.error_code(), grpc::StatusCode::CANCELLED);
-  // Its watcher is gone: nothing waits for its 50 s any more.
-  EXPECT_TRUE(Eventually([&] {
-    return server().broker()->NextTickTime() > deadline;
-  })) << "the broker still watches for the cancelled Wait call";
+  v1::WaitRequest request;
+  request.set_job_id(job.id());
+  *request.mutable_timeout() = DurationProto(absl::Seconds(50));
+  ASSERT_NO_FATAL_FAILURE(
+      (CancelWhileRegistered<v1::WaitRequest, v1::WaitResponse>(
+          request, Now() + absl::Seconds(50),
+          [this](auto* ctx, auto* req, auto* resp, auto done) {
+            jobs().async()->Wait(ctx, req, resp, std::move(done));
+          })));
 }
 
 TEST_F(JobsApiTest, WaitLongerThanAnHourIsInvalidArgument) {
@@ -785,34 +802,16 @@ TEST_F(JobsApiTest, LeaseCallCancelledWhileWaitingHoldsNoJob) {
   ASSERT_TRUE(Eventually([&] {
     return server().broker()->NextTickTime() > Now() + absl::Seconds(59);
   }));
-  // Shared with the callback, which may outlive a failed assertion here.
-  struct Call {
-    v1::LeaseRequest request;
-    v1::LeaseResponse response;
-    grpc::ClientContext ctx;
-    grpc::Status status;
-    absl::Notification finished;
-  };
-  auto call = std::make_shared<Call>();
-  call->request.set_worker_id("gone");
-  call->request.add_queues("q");
-  *call->request.mutable_wait() = DurationProto(absl::Seconds(30));
-  workers().async()->Lease(&call->ctx, &call->request, &call->response,
-                           [call](grpc::Status s) {
-                             call->status = std::move(s);
-                             call->finished.Notify();
-                           });
-  const absl::Time deadline = Now() + absl::Seconds(30);
-  ASSERT_TRUE(Eventually([&] {
-    return server().broker()->NextTickTime() == deadline;
-  })) << "the broker never registered the Lease call";
-  call->ctx.TryCancel();
-  ASSERT_TRUE(call->finished.WaitForNotificationWithTimeout(kRpcTimeout));
-  EXPECT_EQ(call->status.error_code(), grpc::StatusCode::CANCELLED);
-  // The broker lets the call go: nothing waits for its deadline any more.
-  ASSERT_TRUE(Eventually([&] {
-    return server().broker()->NextTickTime() > deadline;
-  })) << "the broker still holds the cancelled Lease call";
+  v1::LeaseRequest request;
+  request.set_worker_id("gone");
+  request.add_queues("q");
+  *request.mutable_wait() = DurationProto(absl::Seconds(30));
+  ASSERT_NO_FATAL_FAILURE(
+      (CancelWhileRegistered<v1::LeaseRequest, v1::LeaseResponse>(
+          request, Now() + absl::Seconds(30),
+          [this](auto* ctx, auto* req, auto* resp, auto done) {
+            workers().async()->Lease(ctx, req, resp, std::move(done));
+          })));
 
   // So the next job waits for a live worker instead of going to it.
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));

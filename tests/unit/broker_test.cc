@@ -355,6 +355,15 @@ class Pending {
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
+// A unary Lease call that completed OK with one assignment: of job `id`.
+void ExpectLeasedOnly(const Pending<std::vector<v1::Assignment>>& leased,
+                      int64_t id) {
+  ASSERT_TRUE(leased.done());
+  ASSERT_THAT(leased.result(), IsOk());
+  ASSERT_THAT(*leased.result(), SizeIs(1));
+  EXPECT_EQ(ParseJobId(leased.result()->front().job().id()).value_or(-1), id);
+}
+
 // ---------------------------------------------------------------- fixture
 
 struct Worker {
@@ -1648,10 +1657,7 @@ TEST_F(BrokerTest, UnaryLeaseHandedADuplicateKeepsWaitingForTheNextJob) {
   EXPECT_FALSE(leased.done());
 
   const int64_t next = Submit(Spec());
-  ASSERT_TRUE(leased.done());
-  ASSERT_THAT(leased.result(), IsOk());
-  ASSERT_THAT(*leased.result(), SizeIs(1));
-  EXPECT_EQ(ParseJobId(leased.result()->front().job().id()).value_or(-1), next);
+  ExpectLeasedOnly(leased, next);
 }
 
 TEST_F(BrokerTest, UnaryLeaseWhoseLeaseIsBeingWrittenDoesNotWakeTheTicker) {
@@ -1670,10 +1676,7 @@ TEST_F(BrokerTest, UnaryLeaseWhoseLeaseIsBeingWrittenDoesNotWakeTheTicker) {
     EXPECT_GT(broker_->NextTickTime(), clock_.Now());
   }
   Settle();
-  ASSERT_TRUE(leased.done());
-  ASSERT_THAT(leased.result(), IsOk());
-  ASSERT_THAT(*leased.result(), SizeIs(1));
-  EXPECT_EQ(ParseJobId(leased.result()->front().job().id()).value_or(-1), id);
+  ExpectLeasedOnly(leased, id);
 }
 
 TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
