@@ -479,9 +479,18 @@ void Broker::RemoveWatcher(uint64_t handle) {
   watchers_.erase(it);
 }
 
-void Broker::Notify(const JobRecord& job, KickList& kicks) {
-  auto of_job = watchers_of_job_.find(job.id);
+void Broker::Notify(const JobRecord& job_in, KickList& kicks) {
+  auto of_job = watchers_of_job_.find(job_in.id);
   if (of_job == watchers_of_job_.end()) return;
+  // Watchers keep what they were last sent, and sinks read payload and
+  // result afresh when they need them: copies of those (up to
+  // --max_payload_bytes each, from a lease's read-back) would only cost
+  // memory for every watcher of a running job.
+  JobRecord job = job_in;
+  job.payload.clear();
+  job.payload.shrink_to_fit();
+  job.result.clear();
+  job.result.shrink_to_fit();
   const std::vector<uint64_t> handles = of_job->second;
   for (uint64_t handle : handles) {
     Watcher& watcher = watchers_[handle];

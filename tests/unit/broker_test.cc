@@ -128,6 +128,13 @@ class RecordingJobSink final : public JobSink {
     for (const JobRecord& job : jobs_) states.push_back(job.state);
     return states;
   }
+  // The payload bytes the sink holds, over every update it got.
+  size_t PayloadBytes() const {
+    absl::MutexLock lock(&mu_);
+    size_t bytes = 0;
+    for (const JobRecord& job : jobs_) bytes += job.payload.size();
+    return bytes;
+  }
   std::vector<int32_t> Progress() const {
     absl::MutexLock lock(&mu_);
     std::vector<int32_t> percents;
@@ -1489,6 +1496,18 @@ TEST_F(BrokerTest, WatchAfterDrainIsUnavailable) {
       broker_->Watch(id, watcher, absl::InfiniteFuture()),
       StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
   EXPECT_THAT(watcher->States(), IsEmpty());
+}
+
+TEST_F(BrokerTest, WatchersAreNotHandedThePayload) {
+  const int64_t id = Submit(Spec());  // "payload"
+  auto watcher = std::make_shared<RecordingJobSink>();
+  ASSERT_THAT(broker_->Watch(id, watcher, absl::InfiniteFuture()), IsOk());
+  Worker worker = Connect("w1", 1);  // the lease is read back with it
+  ASSERT_THAT(watcher->States(),
+              ElementsAre(JobState::kQueued, JobState::kRunning));
+  // Sinks read it when they send it; a copy per watcher would only take
+  // memory (up to --max_payload_bytes each).
+  EXPECT_EQ(watcher->PayloadBytes(), 0u);
 }
 
 TEST_F(BrokerTest, WatchOfAFinishedJobSendsItAndCloses) {
