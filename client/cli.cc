@@ -158,8 +158,8 @@ void PrintUsage(std::ostream& out) {
       << ")\n"
          "  --json                 print the broker's response as JSON\n"
          "  --call-timeout D       deadline of each call (default 10s)\n\n"
-         "'ferry help COMMAND' or 'ferry COMMAND --help' shows a command's "
-         "options.\n"
+         "Global options may also follow the command. 'ferry help COMMAND' "
+         "or\n'ferry COMMAND --help' shows a command's options.\n"
          "Exit codes: 0 ok, 1 refused by the broker, 2 usage, 3 not found, "
          "4 broker unreachable,\n"
          "            5 job failed or cancelled, 6 wait timed out.\n";
@@ -786,6 +786,30 @@ int Cli::Run(const Command& command, const Parsed& p) {
 
 }  // namespace
 
+// --broker: a non-empty HOST:PORT.
+bool SetBroker(const std::optional<std::string>& value, std::string* broker,
+               std::ostream& err) {
+  if (!value || value->empty()) {
+    err << "ferry: --broker wants HOST:PORT\n";
+    return false;
+  }
+  *broker = *value;
+  return true;
+}
+
+// --call-timeout: a finite duration above zero.
+bool SetCallTimeout(const std::optional<std::string>& value,
+                    absl::Duration* timeout, std::ostream& err) {
+  std::optional<absl::Duration> d =
+      value ? ParseDurationFlag(*value) : std::nullopt;
+  if (!d || *d <= absl::ZeroDuration() || *d == absl::InfiniteDuration()) {
+    err << "ferry: --call-timeout wants a duration like 10s\n";
+    return false;
+  }
+  *timeout = *d;
+  return true;
+}
+
 int RunCli(const std::vector<std::string>& args,
            const std::string& default_broker, std::ostream& out,
            std::ostream& err) {
@@ -801,27 +825,20 @@ int RunCli(const std::vector<std::string>& args,
       if (arg == name && i + 1 < args.size()) return args[++i];
       return std::nullopt;
     };
+    const auto is = [&arg](absl::string_view name) {
+      return arg == name || absl::StartsWith(arg, absl::StrCat(name, "="));
+    };
     if (arg == "--json") {
       json = true;
     } else if (arg == "--help" || arg == "-h") {
       PrintUsage(out);
       return kExitOk;
-    } else if (absl::StartsWith(arg, "--broker")) {
-      std::optional<std::string> v = value("--broker");
-      if (!v || v->empty()) {
-        err << "ferry: --broker wants HOST:PORT\n";
+    } else if (is("--broker")) {
+      if (!SetBroker(value("--broker"), &broker, err)) return kExitUsage;
+    } else if (is("--call-timeout")) {
+      if (!SetCallTimeout(value("--call-timeout"), &call_timeout, err)) {
         return kExitUsage;
       }
-      broker = *v;
-    } else if (absl::StartsWith(arg, "--call-timeout")) {
-      std::optional<std::string> v = value("--call-timeout");
-      std::optional<absl::Duration> d =
-          v ? ParseDurationFlag(*v) : std::nullopt;
-      if (!d || *d <= absl::ZeroDuration()) {
-        err << "ferry: --call-timeout wants a duration like 10s\n";
-        return kExitUsage;
-      }
-      call_timeout = *d;
     } else {
       err << "ferry: unknown global option " << arg << "\n";
       PrintUsage(err);
@@ -852,9 +869,17 @@ int RunCli(const std::vector<std::string>& args,
     PrintUsage(err);
     return kExitUsage;
   }
+  // `ferry get -h`: help, not job "-h".
+  if (i + 1 < args.size() && args[i + 1] == "-h") {
+    PrintCommandUsage(*command, out);
+    return kExitOk;
+  }
+  // The global options may also come after the command.
   std::vector<std::string> spec = command->options;
   spec.push_back("help!");
   spec.push_back("json!");
+  spec.push_back("broker");
+  spec.push_back("call-timeout");
   Parsed parsed;
   if (auto error = ParseArgs(args, i + 1, spec, &parsed)) {
     err << "ferry " << name << ": " << error->message << "\n";
@@ -866,6 +891,13 @@ int RunCli(const std::vector<std::string>& args,
     return kExitOk;
   }
   if (parsed.Has("json")) json = true;
+  if (parsed.Has("broker") && !SetBroker(parsed.Get("broker"), &broker, err)) {
+    return kExitUsage;
+  }
+  if (parsed.Has("call-timeout") &&
+      !SetCallTimeout(parsed.Get("call-timeout"), &call_timeout, err)) {
+    return kExitUsage;
+  }
   Cli cli(broker, json, call_timeout, out, err);
   return cli.Run(*command, parsed);
 }

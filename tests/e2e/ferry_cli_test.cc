@@ -926,10 +926,26 @@ TEST_F(FerryCliTest, UnknownCommandExitsTwoWithTheUsage) {
   CliRun global = FerryAsIs({"--verbose", "queues"});
   EXPECT_EQ(global.code, 2) << global.all;
   EXPECT_THAT(global.all, HasSubstr("unknown global option --verbose"));
+  CliRun prefix = FerryAsIs({"--brokers=x", "queues"});  // not --broker
+  EXPECT_EQ(prefix.code, 2) << prefix.all;
+  EXPECT_THAT(prefix.all, HasSubstr("unknown global option --brokers=x"));
+  CliRun forever = FerryAsIs({"--call-timeout", "inf", "queues"});
+  EXPECT_EQ(forever.code, 2) << forever.all;
+  EXPECT_THAT(forever.all, HasSubstr("--call-timeout wants a duration"));
 
   CliRun help_for_nothing = FerryAsIs({"help", "frobnicate"});
   EXPECT_EQ(help_for_nothing.code, 2) << help_for_nothing.all;
   EXPECT_THAT(help_for_nothing.all, HasSubstr("unknown command frobnicate"));
+}
+
+TEST_F(FerryCliTest, GlobalOptionsMayFollowTheCommand) {
+  CliRun run = FerryAsIs(
+      {"queues", "--broker", address(), "--call-timeout", "5s", "--json"});
+  EXPECT_EQ(run.code, 0) << run.all;
+  EXPECT_THAT(run.out, StartsWith("{"));
+  CliRun empty = FerryAsIs({"queues", "--broker="});
+  EXPECT_EQ(empty.code, 2) << empty.all;
+  EXPECT_THAT(empty.all, HasSubstr("--broker wants HOST:PORT"));
 }
 
 TEST_F(FerryCliTest, UnknownOptionExitsTwoWithTheCommandsUsage) {
@@ -968,6 +984,9 @@ TEST_F(FerryCliTest, HelpPrintsTheUsageOfEveryCommandAndExitsZero) {
     CliRun flag = FerryAsIs({command, "--help"});
     EXPECT_EQ(flag.code, 0) << flag.all;
     EXPECT_EQ(flag.out, own.out);
+    CliRun dash_h = FerryAsIs({command, "-h"});  // not a job id or queue
+    EXPECT_EQ(dash_h.code, 0) << dash_h.all;
+    EXPECT_EQ(dash_h.out, own.out);
   }
   CliRun submit = FerryAsIs({"help", "submit"});
   for (const char* option :
