@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "base/broker_address.h"
 #include "base/read_file.h"
@@ -20,6 +21,13 @@
 
 namespace ferry {
 namespace {
+
+// A last error is often the end of a command's stderr, several lines: one
+// line per job in tables and watch output, the breaks shown as " | ".
+std::string OneLine(absl::string_view text) {
+  return absl::StrJoin(
+      absl::StrSplit(absl::StripTrailingAsciiWhitespace(text), '\n'), " | ");
+}
 
 // ------------------------------------------------------------ commands
 
@@ -41,15 +49,18 @@ const std::vector<Command>& Commands() {
        "(default: default)\n"
        "  --payload STRING       the payload\n"
        "  --payload-file FILE    read the payload from FILE (- for stdin)\n"
-       "  --content-type T       e.g. application/json\n"
+       "  --content-type T       e.g. application/json (default "
+       "application/octet-stream)\n"
        "  --priority N           -1000..1000, higher runs first (default 0)\n"
        "  --delay DURATION       run no earlier than this from now (30s, "
        "5m, 2h)\n"
        "  --at RFC3339           run no earlier than this time\n"
        "  --max-attempts N       attempts before the job FAILS (broker "
        "default 5)\n"
-       "  --timeout DURATION     execution timeout the worker enforces\n"
-       "  --lease-ttl DURATION   how long a worker may go silent (1s..24h)\n"
+       "  --timeout DURATION     execution timeout the worker enforces "
+       "(default none)\n"
+       "  --lease-ttl DURATION   how long a worker may go silent (1s..24h; "
+       "broker default 30s)\n"
        "  --idempotency-key K    submitting the same key again returns the "
        "same job\n"
        "  --label k=v            a label; repeat for more\n"
@@ -80,12 +91,18 @@ const std::vector<Command>& Commands() {
       {"watch",
        "ID",
        "print each state change of a job until it finishes",
+       "Runs until the job finishes (no time limit): exit 0 if it "
+       "SUCCEEDED,\n5 if it FAILED or was CANCELLED.\n"
        "Example:\n  ferry watch 42\n",
        {}},
       {"list",
        "",
        "list jobs, newest first",
-       "  --queue Q  --state S  --kind K  --label k=v (repeatable)\n"
+       "  --queue Q              only this queue\n"
+       "  --state S              only this state (see below)\n"
+       "  --kind K               only this kind\n"
+       "  --label k=v            only jobs with this label; repeat for "
+       "more (all must match)\n"
        "  --limit N              at most N jobs (default 20)\n"
        "  --all                  every matching job, page after page\n"
        "  --oldest-first         oldest first\n"
@@ -525,7 +542,8 @@ int Cli::Submit(const Command& command, const Parsed& p) {
     options.run_at = at;
   }
   if (p.Has("max-attempts") &&
-      !absl::SimpleAtoi(p.Get("max-attempts"), &options.max_attempts)) {
+      (!absl::SimpleAtoi(p.Get("max-attempts"), &options.max_attempts) ||
+       options.max_attempts == 0)) {
     return Usage(command, "--max-attempts wants a positive integer");
   }
   for (const char* name : {"timeout", "lease-ttl"}) {
@@ -542,6 +560,9 @@ int Cli::Submit(const Command& command, const Parsed& p) {
     }
   }
   absl::Duration wait_timeout = absl::Hours(1);
+  if (p.Has("wait-timeout") && !p.Has("wait")) {
+    return Usage(command, "--wait-timeout goes with --wait");
+  }
   if (p.Has("wait-timeout")) {
     std::optional<absl::Duration> d = ParseDurationFlag(p.Get("wait-timeout"));
     if (!d) return Usage(command, "--wait-timeout wants a duration");
@@ -626,7 +647,7 @@ int Cli::List(const Command& command, const Parsed& p) {
          absl::StrCat(job.attempt(), "/", job.retry().max_attempts()),
          FormatTime(job.created_at()),
          job.worker_id().empty() ? "-" : job.worker_id(),
-         job.last_error().substr(0, 60)});
+         OneLine(job.last_error()).substr(0, 60)});
   }
   PrintTable(rows, out_);
   if (!combined.next_page_token().empty() && !all) {
@@ -686,7 +707,7 @@ int Cli::Run(const Command& command, const Parsed& p) {
         }
       }
       if (!job.last_error().empty())
-        absl::StrAppend(&line, " error=\"", job.last_error(), "\"");
+        absl::StrAppend(&line, " error=\"", OneLine(job.last_error()), "\"");
       out_ << line << std::endl;
       return true;
     });

@@ -400,6 +400,8 @@ TEST_F(FerryCliTest, SubmitWithBadOptionsIsAUsageErrorAndSubmitsNothing) {
        "give --delay or --at, not both"},
       {{"--at", "tomorrow"}, "--at wants RFC 3339"},
       {{"--max-attempts", "-1"}, "--max-attempts wants a positive integer"},
+      {{"--max-attempts", "0"}, "--max-attempts wants a positive integer"},
+      {{"--wait-timeout", "5m"}, "--wait-timeout goes with --wait"},
       {{"--timeout", "long"}, "--timeout wants a duration"},
       {{"--label", "novalue"}, "--label wants key=value"},
       {{"--payload", "a", "--payload-file", "-"},
@@ -569,6 +571,16 @@ TEST_F(FerryCliTest, ListFiltersByQueueStateKindAndLabel) {
                           StartsWith("20"), "-", "cancelled"));
   EXPECT_THAT(Row(table.out, r1), ElementsAre(r1, Queue(), "resize", "QUEUED",
                                               "0/5", StartsWith("20"), "-"));
+}
+
+TEST_F(FerryCliTest, ListKeepsAMultiLineErrorOnTheJobsLine) {
+  const std::string id = MustSubmit();
+  ASSERT_EQ(Ferry({"cancel", id, "--reason", "first line\nsecond line\n"}).code,
+            0);
+  CliRun table = Ferry({"list", "--queue", Queue()});
+  EXPECT_EQ(table.code, 0) << table.all;
+  ASSERT_THAT(Lines(table.out), SizeIs(2)) << table.out;  // header, the job
+  EXPECT_THAT(Lines(table.out)[1], HasSubstr("first line | second line"));
 }
 
 TEST_F(FerryCliTest, ListLimitShowsTheNewestAndAllShowsEveryJob) {
