@@ -110,15 +110,39 @@ class Worker::Connection final
     StartRead(&in_);
   }
 
-  // Queues `msg`; false if the stream takes no more writes.
+  // Queues `msg`; false if the stream takes no more writes. Once credits
+  // are withdrawn, credits in `msg` are dropped.
   bool Write(v1::WorkerMessage msg) {
     {
       absl::MutexLock lock(&mu_);
       if (sealed_ || closing_) return false;
+      if (withdrawn_ && !DropCredits(msg)) return true;
       pending_.push_back(std::move(msg));
     }
     Pump();
     return true;
+  }
+
+  // Takes back every credit this stream has given: queues Credit{0,
+  // reset}, and drops the credits of messages still queued or written
+  // after it, so that none reaches the broker after the reset (a result
+  // finishing while the worker stops would otherwise bring one more job).
+  void WithdrawCredits() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (sealed_ || closing_) return;
+      withdrawn_ = true;
+      std::deque<v1::WorkerMessage> kept;
+      for (v1::WorkerMessage& msg : pending_) {
+        if (DropCredits(msg)) kept.push_back(std::move(msg));
+      }
+      pending_ = std::move(kept);
+      v1::WorkerMessage reset;
+      reset.mutable_credit()->set_credits(0);
+      reset.mutable_credit()->set_reset(true);
+      pending_.push_back(std::move(reset));
+    }
+    Pump();
   }
 
   // Half-closes once the queued writes are out: the broker ends the stream
@@ -214,6 +238,21 @@ class Worker::Connection final
     }
   }
 
+  // Strips the credits from `msg` (a Result's, a Credit); false if
+  // nothing is left to send.
+  static bool DropCredits(v1::WorkerMessage& msg) {
+    if (msg.has_result()) msg.mutable_result()->clear_credits();
+    if (msg.has_credit()) return false;
+    if (msg.has_batch()) {
+      auto* inner = msg.mutable_batch()->mutable_messages();
+      for (int i = inner->size() - 1; i >= 0; --i) {
+        if (!DropCredits(*inner->Mutable(i))) inner->DeleteSubrange(i, 1);
+      }
+      return !inner->empty();
+    }
+    return true;
+  }
+
   // No write will be started any more.
   void Seal() {
     bool release = false;
@@ -240,7 +279,8 @@ class Worker::Connection final
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // a write or half-close in flight
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
-  bool sealed_ ABSL_GUARDED_BY(mu_) = false;  // no more writes
+  bool sealed_ ABSL_GUARDED_BY(mu_) = false;     // no more writes
+  bool withdrawn_ ABSL_GUARDED_BY(mu_) = false;  // WithdrawCredits()
   bool held_ ABSL_GUARDED_BY(mu_) = true;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
@@ -317,22 +357,21 @@ int Worker::running() const {
 }
 
 void Worker::Stop() {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return;
-  stopping_ = true;
-  drain_deadline_ = options_.clock->Now() + options_.drain_timeout;
-  spdlog::info("worker stopping worker_id={} running={} drain_timeout_s={}",
-               options_.worker_id, running_.size(),
-               absl::ToInt64Seconds(options_.drain_timeout));
-  // Withdraw the credits the broker still holds, so no new job comes.
-  // Queued under mu_: a result finishing meanwhile either went before
-  // (with its credit, which this resets) or sees stopping_ (no credit).
-  if (connection_ != nullptr) {
-    v1::WorkerMessage withdraw;
-    withdraw.mutable_credit()->set_credits(0);
-    withdraw.mutable_credit()->set_reset(true);
-    connection_->Write(std::move(withdraw));
+  std::shared_ptr<Connection> connection;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    drain_deadline_ = options_.clock->Now() + options_.drain_timeout;
+    connection = connection_;
+    spdlog::info("worker stopping worker_id={} running={} drain_timeout_s={}",
+                 options_.worker_id, running_.size(),
+                 absl::ToInt64Seconds(options_.drain_timeout));
   }
+  // Withdraw the credits the broker still holds, so no new job comes. (Not
+  // under mu_: a gRPC call may run callbacks, which take mu_, on the
+  // calling thread before it returns.)
+  if (connection != nullptr) connection->WithdrawCredits();
 }
 
 void Worker::StopNow() {
@@ -650,22 +689,26 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
     result->mutable_failure()->set_message(std::move(outcome.error));
     result->mutable_failure()->set_retryable(outcome.retryable);
   }
-  absl::MutexLock lock(&mu_);
-  running_.erase(job->token);
-  if (send_result) unacked_[job->token] = Unacked{ctx.id(), result_msg};
-  if (connection_ == nullptr) return;  // sent (and credited) on reconnect
-  // Queued under mu_, as Stop() queues its withdrawal of the credits: a
-  // credit decided before Stop() but sent after its withdrawal would bring
-  // one more job after Stop().
-  const bool credit = !stopping_ && !draining_;
+  std::shared_ptr<Connection> connection;
+  bool credit;
+  {
+    absl::MutexLock lock(&mu_);
+    running_.erase(job->token);
+    if (send_result) unacked_[job->token] = Unacked{ctx.id(), result_msg};
+    connection = connection_;
+    credit = !stopping_ && !draining_;
+  }
+  if (connection == nullptr) return;  // sent (and credited) on reconnect
+  // A Stop() between the line above and these writes is no harm: its
+  // WithdrawCredits drops the credit from them.
   if (send_result) {
     // The freed slot's credit goes back with the result.
     if (credit) result->set_credits(1);
-    connection_->Write(std::move(result_msg));
+    connection->Write(std::move(result_msg));
   } else if (credit) {
     v1::WorkerMessage credit_msg;
     credit_msg.mutable_credit()->set_credits(1);
-    connection_->Write(std::move(credit_msg));
+    connection->Write(std::move(credit_msg));
   }
 }
 
