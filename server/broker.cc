@@ -979,12 +979,15 @@ void Broker::EndReportedAttempt(uint64_t handle, const std::string& token,
           SendLeaseLost(handle, job_id, token, job.status().message(), kicks);
         } else {
           // Not stored: end the stream so the worker reconnects and
-          // sends the result again.
+          // sends the result again. The session ends with it: a job
+          // dispatched to it now would be dropped by the closing stream and
+          // its lease left to expire.
           auto it = sessions_.find(handle);
           if (it != sessions_.end()) {
             it->second.sink->Close(absl::UnavailableError(absl::StrCat(
                 "could not store the result: ", job.status().message())));
             kicks.Add(it->second.sink);
+            EndSession(handle);
           }
         }
       });
@@ -1002,6 +1005,10 @@ void Broker::SendResultAck(uint64_t handle, const std::string& token,
 
 void Broker::CloseSession(uint64_t handle) {
   absl::MutexLock lock(&mu_);
+  EndSession(handle);
+}
+
+void Broker::EndSession(uint64_t handle) {
   auto it = sessions_.find(handle);
   if (it == sessions_.end()) return;
   int orphaned = 0;

@@ -326,6 +326,8 @@ class Broker {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishUnaryIfDone(Session& session, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CloseSession's work: its leases stay, orphaned, until they expire.
+  void EndSession(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveSession(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Starts writing the end of an attempt; `then` runs once it is committed.

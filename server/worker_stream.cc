@@ -60,6 +60,12 @@ void WorkerStream::OnWriteDone(bool ok) {
   // The first write is the Welcome; it always goes alone.
   if (accepts_batches_.load()) batches_.store(true);
   writes_.WriteDone(ok);
+  if (!ok) {
+    // Nothing more can be sent: end the session now, not when the read
+    // side notices, so that no job is dispatched to this stream meanwhile.
+    End(absl::UnavailableError("the stream broke while writing"));
+    return;
+  }
   Kick();
 }
 

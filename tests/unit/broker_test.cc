@@ -184,6 +184,7 @@ class SettlingStore final : public Store {
   void FinishAttempt(int64_t id, std::string lease_token,
                      AttemptOutcome outcome,
                      ResultCallback<JobRecord> done) override {
+    if (Faulted(finish_fault_, done)) return;
     inner_->FinishAttempt(id, std::move(lease_token), std::move(outcome),
                           Track(std::move(done)));
   }
@@ -216,6 +217,10 @@ class SettlingStore final : public Store {
                       ResultCallback<std::vector<JobKey>> done) override {
     if (Faulted(promote_fault_, done)) return;
     inner_->PromoteDueJobs(now, limit, Track(std::move(done)));
+  }
+  void FailNextFinish(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    finish_fault_ = std::move(status);
   }
   void FailNextPromote(absl::Status status) {
     absl::MutexLock lock(&mu_);
@@ -301,6 +306,7 @@ class SettlingStore final : public Store {
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status release_fault_ ABSL_GUARDED_BY(mu_);
   absl::Status promote_fault_ ABSL_GUARDED_BY(mu_);
+  absl::Status finish_fault_ ABSL_GUARDED_BY(mu_);
 };
 
 // Holds the store's writer thread inside a callback until Open(), so that
@@ -1296,6 +1302,24 @@ TEST_F(BrokerTest, ALeaseWhoseReleaseFailedInStorageStillExpires) {
   EXPECT_EQ(job.state, JobState::kScheduled);
   EXPECT_EQ(job.attempt, 1);
   EXPECT_THAT(job.last_error, HasSubstr("lease expired"));
+}
+
+TEST_F(BrokerTest, StreamClosedForAnUnstoredResultTakesNoMoreJobs) {
+  Worker worker = Connect("w1", 2);
+  const int64_t first = Submit(Spec());
+  const std::string token = OnlyToken(worker);
+  store_->FailNextFinish(absl::UnavailableError("disk I/O error"));
+  Complete(worker, token, Succeed("done"));
+  // The stream is being closed so that the worker resends the result...
+  EXPECT_THAT(worker.sink->CloseStatus(),
+              Optional(StatusIs(absl::StatusCode::kUnavailable,
+                                HasSubstr("could not store the result"))));
+  // ...and its session ends with it: a job now would be leased to a
+  // stream that drops it, its attempt lost when the lease expired.
+  const int64_t next = Submit(Spec());
+  EXPECT_EQ(Job(next).state, JobState::kQueued);
+  EXPECT_EQ(Job(first).state, JobState::kRunning);  // kept for the resend
+  EXPECT_THAT(broker_->ListWorkers(), IsEmpty());
 }
 
 TEST_F(BrokerTest, ClosingASessionBeforeADirectSubmitLeaseIsStoredQueuesIt) {
