@@ -139,6 +139,7 @@ std::string Broker::Grant(Session& session, const std::string& queue,
   lease.session = session.handle;
   lease.worker_id = session.identity.worker_id;
   lease.phase = LeasePhase::kGranting;
+  lease.credit_epoch = session.credit_epoch;
   if (job_id != 0) lease_of_job_[job_id] = token;
   return token;
 }
@@ -169,11 +170,14 @@ void Broker::Dispatch(const std::string& name, KickList& kicks) {
   }
 }
 
-void Broker::ReturnCredit(uint64_t handle, KickList& kicks) {
+void Broker::ReturnCredit(uint64_t handle, uint64_t epoch, KickList& kicks) {
   auto it = sessions_.find(handle);
   if (it == sessions_.end()) return;
   Session& session = it->second;
-  ++session.credits;
+  // A reset since the grant said how many credits the worker holds now;
+  // this one is not among them.
+  if (epoch != session.credit_epoch) return;
+  session.credits = std::min(session.credits + 1, options_.max_credits);
   if (session.unary) {
     FinishUnaryIfDone(session, kicks);
     if (!sessions_.contains(handle)) return;  // answered
@@ -201,8 +205,9 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
       spdlog::error("lease write failed job_id={} status=\"{}\"", lease.job_id,
                     job.status().ToString());
     }
+    const uint64_t epoch = lease.credit_epoch;
     DropLease(token);
-    ReturnCredit(handle, kicks);
+    ReturnCredit(handle, epoch, kicks);
     return;
   }
 
@@ -858,6 +863,7 @@ void Broker::GrantCredits(Session& session, int64_t credits, bool reset,
                           KickList& kicks) {
   // A reset may lower the count; a session with none is skipped (lazily)
   // when it comes up in a queue's hungry list.
+  if (reset) ++session.credit_epoch;
   session.credits =
       std::min((reset ? 0 : session.credits) + credits, options_.max_credits);
   MarkHungry(session);

@@ -250,6 +250,8 @@ class Broker {
     absl::Duration initial_backoff;
     absl::Duration max_backoff;
     absl::Time deadline;
+    // The session's credit_epoch when the lease took its credit.
+    uint64_t credit_epoch = 0;
   };
   struct Session {
     uint64_t handle = 0;
@@ -259,6 +261,9 @@ class Broker {
     int64_t credits = 0;
     int64_t leases = 0;    // active and granting leases held
     int64_t granting = 0;  // lease writes in flight
+    // Counts the worker's credit resets: a lease write that fails gives its
+    // credit back only if no reset came since it was granted.
+    uint64_t credit_epoch = 0;
     // hungry_in[i]: the session is in queues_[identity.queues[i]].hungry.
     std::vector<bool> hungry_in;
     absl::Time connected_at;
@@ -321,8 +326,9 @@ class Broker {
   // Completion of a lease write (LeaseJob or a direct-at-submit insert).
   void OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
                  KickList& kicks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Returns a credit a lease did not use and dispatches again.
-  void ReturnCredit(uint64_t session, KickList& kicks)
+  // Returns a credit a lease did not use (taken in `epoch`: after a reset
+  // it is not returned) and dispatches again.
+  void ReturnCredit(uint64_t session, uint64_t epoch, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishUnaryIfDone(Session& session, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1304,6 +1304,29 @@ TEST_F(BrokerTest, ALeaseWhoseReleaseFailedInStorageStillExpires) {
   EXPECT_THAT(job.last_error, HasSubstr("lease expired"));
 }
 
+TEST_F(BrokerTest, CreditOfAFailedLeaseIsNotReturnedAfterAReset) {
+  v1::JobSpec keyed = Spec();
+  keyed.set_idempotency_key("once");
+  ASSERT_THAT(CancelJob(Submit(keyed)), IsOk());  // the queue is empty again
+  Worker worker = Connect("w1", 1);
+  Pending<std::vector<CreateResult>> duplicate;
+  {
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    // Leased to the worker as it is stored (its one credit), then found to
+    // be a duplicate; meanwhile the worker withdraws its credits.
+    broker_->Submit({Record(keyed)}, duplicate.Callback());
+    broker_->AddCredit(worker.session, 0, /*reset=*/true);
+  }
+  Settle();
+  ASSERT_TRUE(duplicate.done());
+
+  // The failed lease's credit predates the reset: the worker holds none.
+  const int64_t next = Submit(Spec());
+  EXPECT_EQ(Job(next).state, JobState::kQueued);
+  EXPECT_THAT(worker.sink->Assignments(), IsEmpty());
+}
+
 TEST_F(BrokerTest, StreamClosedForAnUnstoredResultTakesNoMoreJobs) {
   Worker worker = Connect("w1", 2);
   const int64_t first = Submit(Spec());
