@@ -5,11 +5,8 @@
 // Tests share the broker, so each works in its own queue, named after the
 // test (Queue()).
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "proto/time_util.h"
 #include "tests/e2e/subprocess.h"
+#include "tests/loopback_socket.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 
@@ -905,20 +903,12 @@ TEST_F(FerryCliTest, UnavailableFromTheBrokerItselfDoesNotAskIfItRuns) {
 TEST_F(FerryCliTest, CallThatTimesOutSaysItMayHaveHappened) {
   // A port that takes connections and never answers: the call can only
   // run out of time.
-  const int silent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(silent, 0) << std::strerror(errno);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(listen(silent, 16), 0);
-  ASSERT_EQ(getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const std::string broker = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  LoopbackSocket silent(LoopbackSocket::Mode::kSilent);
+  ASSERT_FALSE(silent.address().empty()) << silent.error();
+  const std::string& broker = silent.address();
 
   CliRun run =
       FerryAsIs({"--broker", broker, "--call-timeout", "300ms", "queues"});
-  close(silent);
   EXPECT_EQ(run.code, 4) << run.all;
   EXPECT_THAT(run.all, HasSubstr("Deadline Exceeded"));
   EXPECT_THAT(run.all, HasSubstr("may still have been carried out"));

@@ -11,12 +11,9 @@
 // that it can reap them and check with kill(-pgid, 0) that nothing of a
 // job's process group survived, whatever init does with zombies.
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -47,6 +44,7 @@
 #include "proto/grpc_status.h"
 #include "proto/time_util.h"
 #include "tests/e2e/subprocess.h"
+#include "tests/loopback_socket.h"
 #include "tests/process_group.h"
 #include "tests/proto_test_util.h"
 #include "tests/status_matchers.h"
@@ -511,17 +509,9 @@ TEST_F(FerryWorkerTest, HelpListsTheFlags) {
 TEST_F(FerryWorkerTest, UnreachableBrokerIsRetriedUntilSigterm) {
   // A port that is bound but not listening refuses every connection, and
   // nobody else can take it while this socket holds it.
-  const int sock = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(sock, 0) << std::strerror(errno);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ASSERT_EQ(bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0)
-      << std::strerror(errno);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const std::string broker = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  LoopbackSocket refusing(LoopbackSocket::Mode::kRefusing);
+  ASSERT_FALSE(refusing.address().empty()) << refusing.error();
+  const std::string& broker = refusing.address();
 
   FERRY_ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<Subprocess> worker,
@@ -540,7 +530,6 @@ TEST_F(FerryWorkerTest, UnreachableBrokerIsRetriedUntilSigterm) {
   FERRY_ASSERT_OK_AND_ASSIGN(int code, Terminate(*worker));
   EXPECT_EQ(code, 0) << worker->Output();
   EXPECT_THAT(worker->Output(), HasSubstr("ferry-worker stopped"));
-  close(sock);
 }
 
 }  // namespace
