@@ -117,7 +117,7 @@ void FerryServer::Shutdown() {
   // Results accepted during the grace period are committed before we go,
   // and so is every write their callbacks start (a lease put back, say):
   // no store callback may run once the broker is gone.
-  store_->Quiesce();
+  store_->Quiesce(absl::InfiniteDuration());
 }
 
 }  // namespace ferry

@@ -619,8 +619,10 @@ class SqliteStore final : public Store {
         [](Connection&) -> absl::StatusOr<bool> { return true; });
   }
 
-  void Quiesce() override {
-    absl::MutexLock lock(&mu_, absl::Condition(this, &SqliteStore::Idle));
+  bool Quiesce(absl::Duration timeout) override {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(this, &SqliteStore::Idle),
+                                timeout);
   }
 
   absl::StatusOr<int64_t> WriterCacheBytes() override {

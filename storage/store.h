@@ -216,12 +216,13 @@ class Store {
 
   // Returns after every write queued before the call has completed.
   virtual void Flush() = 0;
-  // Returns once no write is pending, being committed, or having its
+  // Returns true once no write is pending, being committed, or having its
   // callback run: every write queued so far has completed, and so has every
   // write their callbacks queued in turn. For shutdown: once nothing else
   // queues writes, after it no callback can run. (Writes other threads
-  // queue meanwhile are waited for too.)
-  virtual void Quiesce() = 0;
+  // queue meanwhile are waited for too.) False if that takes longer than
+  // `timeout` (tests: a lost callback fails instead of hanging).
+  virtual bool Quiesce(absl::Duration timeout) = 0;
 
   // The verdict of the start-up integrity check, waiting for it if it still
   // runs (it may overlap with LoadLiveJobs): DATA_LOSS for a damaged

@@ -94,9 +94,11 @@ class ServerTest : public ::testing::Test {
   // Returns once the writes the broker has queued so far are committed and
   // their completions have run, with every write those completions queued
   // in turn (a promoted job is leased, a stored job goes to a waiting
-  // worker). Quiesce has no timeout; the test's own (ctest TIMEOUT) bounds
-  // a writer that never returns.
-  void Settle() { store_->Quiesce(); }
+  // worker).
+  void Settle() {
+    ASSERT_TRUE(store_->Quiesce(kRpcTimeout))
+        << "store writes did not settle within " << kRpcTimeout;
+  }
 
   // Proves that `worker` has everything the broker will send it for what
   // happened so far, without waiting for an absence: the first Sync shows

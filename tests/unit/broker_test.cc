@@ -8,6 +8,7 @@
 #include "server/broker.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -153,93 +154,75 @@ class RecordingJobSink final : public JobSink {
   std::optional<absl::Status> close_status_ ABSL_GUARDED_BY(mu_);
 };
 
-// A Store that forwards to a real one and counts writes whose callback has
-// not returned yet. The broker chains writes from callbacks (a submit's
-// callback may lease, a lease's may release, a promotion's dispatches, a
-// purge goes batch after batch), and a callback that queues a write does so
-// before it returns, so "no write in flight" means the chain has settled.
-// (The store's CommitCount cannot tell this: Flush commits too.)
-class SettlingStore final : public Store {
+// A Store that forwards to a real one, except that a test can make the next
+// write of a kind fail (a storage error, say).
+class FaultyStore final : public Store {
  public:
-  explicit SettlingStore(std::unique_ptr<Store> inner)
+  enum class Write { kFinish, kRelease, kPromote, kCount };
+
+  explicit FaultyStore(std::unique_ptr<Store> inner)
       : inner_(std::move(inner)) {}
 
-  // Waits until every write queued so far, and every write their callbacks
-  // queued, has completed. Returns false if that takes longer than
-  // `timeout` (a lost callback: the test fails instead of hanging).
-  bool WaitUntilSettled(absl::Duration timeout) {
+  void FailNext(Write write, absl::Status status) {
     absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithTimeout(absl::Condition(this, &SettlingStore::Idle),
-                                timeout);
+    faults_[static_cast<int>(write)] = std::move(status);
   }
 
   void CreateJobs(std::vector<JobRecord> jobs,
                   ResultCallback<std::vector<CreateResult>> done) override {
-    inner_->CreateJobs(std::move(jobs), Track(std::move(done)));
+    inner_->CreateJobs(std::move(jobs), std::move(done));
   }
   void LeaseJob(int64_t id, LeaseGrant grant,
                 ResultCallback<JobRecord> done) override {
-    inner_->LeaseJob(id, std::move(grant), Track(std::move(done)));
+    inner_->LeaseJob(id, std::move(grant), std::move(done));
   }
   void FinishAttempt(int64_t id, std::string lease_token,
                      AttemptOutcome outcome,
                      ResultCallback<JobRecord> done) override {
-    if (Faulted(finish_fault_, done)) return;
+    if (Faulted(Write::kFinish, done)) return;
     inner_->FinishAttempt(id, std::move(lease_token), std::move(outcome),
-                          Track(std::move(done)));
+                          std::move(done));
   }
   void ReleaseLease(int64_t id, std::string lease_token, absl::Time now,
                     ResultCallback<JobRecord> done) override {
-    if (Faulted(release_fault_, done)) return;
-    inner_->ReleaseLease(id, std::move(lease_token), now,
-                         Track(std::move(done)));
-  }
-  // The next ReleaseLease fails with `status` (a storage error, say).
-  void FailNextRelease(absl::Status status) {
-    absl::MutexLock lock(&mu_);
-    release_fault_ = std::move(status);
+    if (Faulted(Write::kRelease, done)) return;
+    inner_->ReleaseLease(id, std::move(lease_token), now, std::move(done));
   }
   void SetProgress(int64_t id, std::string lease_token, int32_t percent,
                    std::string message, absl::Time now,
                    ResultCallback<JobRecord> done) override {
     inner_->SetProgress(id, std::move(lease_token), percent, std::move(message),
-                        now, Track(std::move(done)));
+                        now, std::move(done));
   }
   void CancelJob(int64_t id, std::string reason, absl::Time now,
                  ResultCallback<CancelResult> done) override {
-    inner_->CancelJob(id, std::move(reason), now, Track(std::move(done)));
+    inner_->CancelJob(id, std::move(reason), now, std::move(done));
   }
   void RetryJob(int64_t id, absl::Time now,
                 ResultCallback<JobRecord> done) override {
-    inner_->RetryJob(id, now, Track(std::move(done)));
+    inner_->RetryJob(id, now, std::move(done));
   }
   void PromoteDueJobs(absl::Time now, int limit,
                       ResultCallback<std::vector<JobKey>> done) override {
-    if (Faulted(promote_fault_, done)) return;
-    inner_->PromoteDueJobs(now, limit, Track(std::move(done)));
-  }
-  void FailNextFinish(absl::Status status) {
-    absl::MutexLock lock(&mu_);
-    finish_fault_ = std::move(status);
-  }
-  void FailNextPromote(absl::Status status) {
-    absl::MutexLock lock(&mu_);
-    promote_fault_ = std::move(status);
+    if (Faulted(Write::kPromote, done)) return;
+    inner_->PromoteDueJobs(now, limit, std::move(done));
   }
   void DeleteJobs(std::string queue, JobState state, int limit,
                   ResultCallback<std::vector<JobKey>> done) override {
-    inner_->DeleteJobs(std::move(queue), state, limit, Track(std::move(done)));
+    inner_->DeleteJobs(std::move(queue), state, limit, std::move(done));
   }
   void DeleteFinishedBefore(absl::Time cutoff, int limit,
                             ResultCallback<int64_t> done) override {
-    inner_->DeleteFinishedBefore(cutoff, limit, Track(std::move(done)));
+    inner_->DeleteFinishedBefore(cutoff, limit, std::move(done));
   }
   void SetQueuePaused(std::string queue, bool paused,
                       ResultCallback<bool> done) override {
-    inner_->SetQueuePaused(std::move(queue), paused, Track(std::move(done)));
+    inner_->SetQueuePaused(std::move(queue), paused, std::move(done));
   }
   void Flush() override { inner_->Flush(); }
-  void Quiesce() override { inner_->Quiesce(); }
+  bool Quiesce(absl::Duration timeout) override {
+    return inner_->Quiesce(timeout);
+  }
 
   absl::StatusOr<JobRecord> GetJob(int64_t id, bool with_payload) override {
     return inner_->GetJob(id, with_payload);
@@ -267,46 +250,29 @@ class SettlingStore final : public Store {
   }
 
  private:
+  // If a fault is set for `write`, clears it and fails `done` with it: in
+  // order with the other writes, on the store's thread (the broker calls in
+  // holding its lock), writing nothing.
   template <typename T>
-  ResultCallback<T> Track(ResultCallback<T> done) {
-    {
-      absl::MutexLock lock(&mu_);
-      ++in_flight_;
-    }
-    return [this, done = std::move(done)](absl::StatusOr<T> result) mutable {
-      std::move(done)(std::move(result));
-      absl::MutexLock lock(&mu_);
-      --in_flight_;
-    };
-  }
-
-  // If `fault` is set, clears it and fails `done` with it: in order with
-  // the other writes, on the store's thread (the broker calls in holding
-  // its lock), writing nothing.
-  template <typename T>
-  bool Faulted(absl::Status& fault, ResultCallback<T>& done) {
+  bool Faulted(Write write, ResultCallback<T>& done) {
     absl::Status status;
     {
       absl::MutexLock lock(&mu_);
-      status = std::exchange(fault, absl::OkStatus());
+      status =
+          std::exchange(faults_[static_cast<int>(write)], absl::OkStatus());
     }
     if (status.ok()) return false;
     inner_->SetQueuePaused(
         "fault", /*paused=*/false,
-        [done = Track(std::move(done)), status](absl::StatusOr<bool>) mutable {
+        [done = std::move(done), status](absl::StatusOr<bool>) mutable {
           std::move(done)(status);
         });
     return true;
   }
 
-  bool Idle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; }
-
   const std::unique_ptr<Store> inner_;
   absl::Mutex mu_;
-  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status release_fault_ ABSL_GUARDED_BY(mu_);
-  absl::Status promote_fault_ ABSL_GUARDED_BY(mu_);
-  absl::Status finish_fault_ ABSL_GUARDED_BY(mu_);
+  absl::Status faults_[static_cast<int>(Write::kCount)] ABSL_GUARDED_BY(mu_);
 };
 
 // Holds the store's writer thread inside a callback until Open(), so that
@@ -433,7 +399,7 @@ class BrokerTest : public ::testing::Test {
   void OpenStore() {
     FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> sqlite,
                                OpenTempSqliteStore(dir_.path()));
-    store_ = std::make_unique<SettlingStore>(std::move(sqlite));
+    store_ = std::make_unique<FaultyStore>(std::move(sqlite));
   }
   void StartBroker() {
     broker_ = std::make_unique<Broker>(store_.get(), &clock_, options_);
@@ -454,10 +420,27 @@ class BrokerTest : public ::testing::Test {
   }
 
   // Waits until every write the broker queued, and the writes their
-  // callbacks queued in turn, have completed.
+  // callbacks queued in turn, have completed (a submit's callback may
+  // lease, a lease's may release, a promotion's dispatches, a purge goes
+  // batch after batch).
   void Settle() {
-    ASSERT_TRUE(store_->WaitUntilSettled(kCallbackTimeout))
+    ASSERT_TRUE(store_->Quiesce(kCallbackTimeout))
         << "store writes did not settle within " << kCallbackTimeout;
+  }
+
+  // Waits until job `id` as stored satisfies `done`; false after
+  // kCallbackTimeout. For a write whose commit happens on the writer thread
+  // while its callback waits behind a WriterGate: no event marks the
+  // commit, so this polls the database.
+  bool AwaitStored(int64_t id,
+                   const std::function<bool(const JobRecord&)>& done) {
+    const absl::Time deadline = absl::Now() + kCallbackTimeout;
+    for (int i = 0; i < 100000 && absl::Now() < deadline; ++i) {
+      absl::StatusOr<JobRecord> job = store_->GetJob(id, false);
+      if (job.ok() && done(*job)) return true;
+      absl::SleepFor(absl::Milliseconds(1));  // a poll interval
+    }
+    return false;
   }
 
   void Tick() {
@@ -626,7 +609,7 @@ class BrokerTest : public ::testing::Test {
   ScopedTempDir dir_;
   FakeClock clock_;
   BrokerOptions options_;
-  std::unique_ptr<SettlingStore> store_;
+  std::unique_ptr<FaultyStore> store_;
   std::unique_ptr<Broker> broker_;
 };
 
@@ -1024,18 +1007,26 @@ TEST_F(BrokerTest, ExpiredLeaseHeldAcrossARestartIsLost) {
 TEST_F(BrokerTest, PassesInFlightDoNotWakeTheTicker) {
   v1::JobSpec later = Spec();
   *later.mutable_delay() = DurationProto(absl::Seconds(10));
-  ASSERT_EQ(Job(Submit(later)).state, JobState::kScheduled);
-  clock_.Advance(absl::Seconds(10));
+  const int64_t id = Submit(later);
+  ASSERT_EQ(Job(id).state, JobState::kScheduled);
+  // Each pass's time is past while it waits at the gate, but a tick could
+  // do nothing for it until it lands.
   {
     WriterGate gate(*store_);
     ASSERT_TRUE(gate.WaitHeld());
-    // Starts the promotion (the job is due) and the first retention pass;
-    // both wait at the gate. Their times are past, but a tick could do
-    // nothing for them until they land.
-    broker_->Tick();
+    broker_->Tick();  // the first retention pass, due at start
     EXPECT_GT(broker_->NextTickTime(), clock_.Now());
   }
   Settle();
+  clock_.Advance(absl::Seconds(10));  // the job is due; retention is not
+  {
+    WriterGate gate(*store_);
+    ASSERT_TRUE(gate.WaitHeld());
+    broker_->Tick();  // its promotion
+    EXPECT_GT(broker_->NextTickTime(), clock_.Now());
+  }
+  Settle();
+  EXPECT_EQ(Job(id).state, JobState::kQueued);
 }
 
 TEST_F(BrokerTest, FailedPromotionIsRetriedAfterAPauseNotAtOnce) {
@@ -1043,7 +1034,8 @@ TEST_F(BrokerTest, FailedPromotionIsRetriedAfterAPauseNotAtOnce) {
   *later.mutable_delay() = DurationProto(absl::Seconds(10));
   const int64_t id = Submit(later);
   clock_.Advance(absl::Seconds(10));
-  store_->FailNextPromote(absl::UnavailableError("disk I/O error"));
+  store_->FailNext(FaultyStore::Write::kPromote,
+                   absl::UnavailableError("disk I/O error"));
   Tick();
   ASSERT_EQ(Job(id).state, JobState::kScheduled);
   // A ticker asking at once would hit the failing disk in a loop.
@@ -1284,7 +1276,8 @@ TEST_F(BrokerTest, ClosingASessionBeforeItsLeaseIsStoredRequeuesTheJob) {
 TEST_F(BrokerTest, ALeaseWhoseReleaseFailedInStorageStillExpires) {
   const int64_t id = Submit(Spec());
   Worker leaving = Connect("w1", 0);
-  store_->FailNextRelease(absl::UnavailableError("disk I/O error"));
+  store_->FailNext(FaultyStore::Write::kRelease,
+                   absl::UnavailableError("disk I/O error"));
   {
     WriterGate gate(*store_);
     ASSERT_TRUE(gate.WaitHeld());
@@ -1331,7 +1324,8 @@ TEST_F(BrokerTest, StreamClosedForAnUnstoredResultTakesNoMoreJobs) {
   Worker worker = Connect("w1", 2);
   const int64_t first = Submit(Spec());
   const std::string token = OnlyToken(worker);
-  store_->FailNextFinish(absl::UnavailableError("disk I/O error"));
+  store_->FailNext(FaultyStore::Write::kFinish,
+                   absl::UnavailableError("disk I/O error"));
   Complete(worker, token, Succeed("done"));
   // The stream is being closed so that the worker resends the result...
   EXPECT_THAT(worker.sink->CloseStatus(),
@@ -1482,15 +1476,9 @@ TEST_F(BrokerTest, WatchStartedBetweenACommitAndItsCallbackSeesItOnce) {
     WriterGate gate(*store_);
     ASSERT_TRUE(gate.WaitHeld());
     broker_->AddCredit(worker.session, 1);
-    // The commit happens on the writer thread; wait for it (bounded).
-    const absl::Time deadline = absl::Now() + kCallbackTimeout;
-    while (store_->GetJob(id, false).value_or(JobRecord()).state !=
-               JobState::kRunning &&
-           absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(1));
-    }
-    ASSERT_EQ(store_->GetJob(id, false).value_or(JobRecord()).state,
-              JobState::kRunning);
+    ASSERT_TRUE(AwaitStored(id, [](const JobRecord& job) {
+      return job.state == JobState::kRunning;
+    }));
 
     ASSERT_THAT(broker_->Watch(id, watcher, absl::InfiniteFuture()), IsOk());
   }
@@ -1520,12 +1508,8 @@ TEST_F(BrokerTest,
     progress(10);
     clock_.Advance(absl::Seconds(1));
     progress(20);
-    const absl::Time deadline = absl::Now() + kCallbackTimeout;
-    while (store_->GetJob(id, false).value_or(JobRecord()).progress_percent !=
-               20 &&
-           absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(1));  // the commit, on the writer
-    }
+    ASSERT_TRUE(AwaitStored(
+        id, [](const JobRecord& job) { return job.progress_percent == 20; }));
     // The watch reads 20%; the 10% callback runs after it.
     ASSERT_THAT(broker_->Watch(id, watcher, absl::InfiniteFuture()), IsOk());
   }

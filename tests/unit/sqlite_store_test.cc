@@ -335,7 +335,7 @@ TEST_F(SqliteStoreTest, FailedFsyncFailsEveryWriteOfItsGroupAndKeepsNone) {
   // ...and then that transaction's fsync fails: none of it happened.
   FaultyVfs::FailSyncs(true);
   FaultyVfs::Release();
-  store->Quiesce();
+  ASSERT_TRUE(store->Quiesce(kCallbackTimeout));
   FaultyVfs::FailSyncs(false);
 
   EXPECT_FALSE(held->ok());

@@ -1208,7 +1208,7 @@ TEST_P(StoreContractTest, QuiesceWaitsForWritesQueuedByCallbacks) {
   };
   Chain chain{store_.get()};
   chain.Next();
-  store_->Quiesce();
+  ASSERT_TRUE(store_->Quiesce(kCallbackTimeout));
   EXPECT_EQ(chain.completed.load(), 5);
   EXPECT_THAT(TotalJobs(), IsOkAndHolds(5));
 }
