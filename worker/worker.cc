@@ -239,18 +239,11 @@ class Worker::Connection final
   }
 
   // Strips the credits from `msg` (a Result's, a Credit); false if
-  // nothing is left to send.
+  // nothing is left to send. Queued messages are never batches: those are
+  // made when a write starts (Pump).
   static bool DropCredits(v1::WorkerMessage& msg) {
     if (msg.has_result()) msg.mutable_result()->clear_credits();
-    if (msg.has_credit()) return false;
-    if (msg.has_batch()) {
-      auto* inner = msg.mutable_batch()->mutable_messages();
-      for (int i = inner->size() - 1; i >= 0; --i) {
-        if (!DropCredits(*inner->Mutable(i))) inner->DeleteSubrange(i, 1);
-      }
-      return !inner->empty();
-    }
-    return true;
+    return !msg.has_credit();
   }
 
   // No write will be started any more.
