@@ -805,8 +805,6 @@ int Cli::Run(const Command& command, const Parsed& p) {
   return Usage(command, "not implemented");
 }
 
-}  // namespace
-
 // --broker: a non-empty HOST:PORT.
 bool SetBroker(const std::optional<std::string>& value, std::string* broker,
                std::ostream& err) {
@@ -831,10 +829,12 @@ bool SetCallTimeout(const std::optional<std::string>& value,
   return true;
 }
 
+}  // namespace
+
 int RunCli(const std::vector<std::string>& args,
            const std::string& default_broker, std::ostream& out,
            std::ostream& err) {
-  // Global options come before the command; --json may also come after.
+  // Global options before the command; after it, ParseArgs takes them.
   std::string broker = default_broker;
   bool json = false;
   absl::Duration call_timeout = absl::Seconds(10);
