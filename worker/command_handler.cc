@@ -122,21 +122,10 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (std::string& a : args_copy) args.push_back(a.data());
   args.push_back(nullptr);
-  // Why exec failed, said in the child: only write() is safe there, so
-  // the messages are made here.
+  // Why exec failed is said in the child, where only write() is safe: the
+  // message's start is made here, its end is a literal chosen by errno.
   const std::string cannot_run =
       absl::StrCat("ferry-worker: cannot run ", argv[0]);
-  const std::string exec_not_found =
-      absl::StrCat(cannot_run, ": no such file (check the path and $PATH)\n");
-  const std::string exec_denied =
-      absl::StrCat(cannot_run,
-                   ": permission denied (is it executable, and its directory "
-                   "searchable?)\n");
-  const std::string exec_format =
-      absl::StrCat(cannot_run,
-                   ": not an executable this system runs (a script without "
-                   "its #! line?)\n");
-  const std::string exec_other = absl::StrCat(cannot_run, "\n");
 
   const pid_t pid = fork();
   if (pid < 0) {
@@ -153,12 +142,18 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     execvpe(args[0], args.data(), envp.data());
-    const std::string& why = errno == ENOENT || errno == ENOTDIR
-                                 ? exec_not_found
-                             : errno == EACCES || errno == EPERM ? exec_denied
-                             : errno == ENOEXEC                  ? exec_format
-                                                                 : exec_other;
-    (void)!write(2, why.data(), why.size());
+    const char* why =
+        errno == ENOENT || errno == ENOTDIR
+            ? ": no such file (check the path and $PATH)\n"
+        : errno == EACCES || errno == EPERM
+            ? ": permission denied (is it executable, and its directory "
+              "searchable?)\n"
+        : errno == ENOEXEC
+            ? ": not an executable this system runs (a script without its #! "
+              "line?)\n"
+            : "\n";
+    (void)!write(2, cannot_run.data(), cannot_run.size());
+    (void)!write(2, why, strlen(why));
     _exit(127);
   }
   setpgid(pid, pid);  // also here: no race with the kill below
