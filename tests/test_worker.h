@@ -216,10 +216,17 @@ class TestWorker {
     v1::WorkerMessage msg;
     msg.mutable_heartbeat()->add_lease_tokens(token);
     if (!Send(msg)) return false;
+    // To a worker that takes batches the answer may come inside one.
+    const auto is_answer = [&token](const Msg& m) {
+      return m.has_lease_lost() && m.lease_lost().lease_token() == token;
+    };
     return AwaitIf(
-               [&token](const Msg& m) {
-                 return m.has_lease_lost() &&
-                        m.lease_lost().lease_token() == token;
+               [&is_answer](const Msg& m) {
+                 if (is_answer(m)) return true;
+                 for (const Msg& inner : m.batch().messages()) {
+                   if (is_answer(inner)) return true;
+                 }
+                 return false;
                },
                timeout)
         .has_value();
