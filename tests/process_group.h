@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include <cerrno>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,25 @@ inline bool BecomeSubreaper() { return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0; }
 inline std::string PublishPgid(const std::string& file) {
   return absl::StrCat("echo $$ > ", file, ".tmp && mv ", file, ".tmp ", file,
                       "; ");
+}
+
+// The pgid a PublishPgid() command wrote into `file` (0 if none).
+inline pid_t ReadPgidFile(const std::string& file) {
+  pid_t pgid = 0;
+  std::ifstream in(file);
+  return in >> pgid && pgid > 0 ? pgid : 0;
+}
+
+// The same, once the command has written it; 0 if it has not within
+// `timeout`. No event marks the write, so this polls (bounded).
+inline pid_t AwaitPgidFile(const std::string& file, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (int i = 0; i < 100000; ++i) {
+    if (pid_t pgid = ReadPgidFile(file); pgid > 0) return pgid;
+    if (absl::Now() >= deadline) return 0;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return 0;
 }
 
 // Reaps the dead members of `pgid` that were re-parented to this process.

@@ -202,14 +202,15 @@ class FerryWorkerTest : public ::testing::Test {
 
   // Shell code that publishes the shell's pid, which is its process group
   // (ferry-worker makes each command a group leader), in `file`.
-  // The pgid a PublishPgid() command wrote (0 if none), remembered so that
-  // TearDown kills the group whatever happens.
-  pid_t ReadPgid(const std::string& file) {
-    pid_t pgid = 0;
-    std::ifstream in(file);
-    if (!(in >> pgid) || pgid <= 0) return 0;
-    groups_.push_back(pgid);
+  // `pgid` (0: none), remembered so that TearDown kills the group whatever
+  // happens.
+  pid_t Remember(pid_t pgid) {
+    if (pgid > 0) groups_.push_back(pgid);
     return pgid;
+  }
+  // The pgid a PublishPgid() command wrote (0 if none), remembered.
+  pid_t ReadPgid(const std::string& file) {
+    return Remember(ReadPgidFile(file));
   }
 
   ScopedTempDir dir_;
@@ -333,12 +334,7 @@ TEST_F(FerryWorkerTest, SecondSignalStopsTheRunningJobAtOnce) {
                                          Shell(PublishPgid(pgid_file) + "cat " +
                                                gate + " >/dev/null")));
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit(Spec("q", "k")));
-  pid_t pgid = 0;
-  const absl::Time deadline = absl::Now() + kEventTimeout;
-  for (int i = 0; i < 100000 && pgid == 0 && absl::Now() < deadline; ++i) {
-    pgid = ReadPgid(pgid_file);
-    if (pgid == 0) absl::SleepFor(absl::Milliseconds(5));  // a poll interval
-  }
+  const pid_t pgid = Remember(AwaitPgidFile(pgid_file, kEventTimeout));
   ASSERT_GT(pgid, 0) << "the command never started";
 
   worker->Signal(SIGTERM);

@@ -139,18 +139,13 @@ class CommandHandlerTest : public ::testing::Test {
 
   // Waits for the pgid PublishPgid() wrote; 0 if it never came.
   pid_t AwaitPgid() {
-    const absl::Time deadline = absl::Now() + kEventTimeout;
-    for (int i = 0; i < 100000 && absl::Now() < deadline; ++i) {
-      std::ifstream in(Path("pgid"));
-      pid_t pgid = 0;
-      if (in >> pgid && pgid > 0) {
-        groups_.push_back(pgid);
-        return pgid;
-      }
-      absl::SleepFor(absl::Milliseconds(2));
+    const pid_t pgid = AwaitPgidFile(Path("pgid"), kEventTimeout);
+    if (pgid == 0) {
+      ADD_FAILURE() << "the command never wrote " << Path("pgid");
+    } else {
+      groups_.push_back(pgid);
     }
-    ADD_FAILURE() << "the command never wrote " << Path("pgid");
-    return 0;
+    return pgid;
   }
 
   // True once no process of group `pgid` exists (bounded).
