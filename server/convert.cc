@@ -1,6 +1,8 @@
 #include "server/convert.h"
 
 #include <algorithm>
+#include <utility>
+#include <variant>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -56,6 +58,79 @@ void ToProto(const JobRecord& job, bool with_payload, v1::Job* out) {
     SetTime(job.lease_deadline,
             [out] { return out->mutable_lease_deadline(); });
   }
+}
+
+void ToProto(Assignment assignment, v1::Assignment* out) {
+  JobRecord& job = assignment.job;
+  v1::Job* wire = out->mutable_job();
+  ToProto(job, /*with_payload=*/false, wire);
+  wire->set_payload(std::move(job.payload));
+  wire->set_result(std::move(job.result));
+  out->set_lease_token(std::move(assignment.lease_token));
+  ToProto(assignment.lease_deadline, out->mutable_lease_deadline());
+}
+
+namespace {
+
+// One overload per WorkerEvent alternative, for std::visit.
+struct ToWire {
+  v1::ServerMessage* out;
+  void operator()(WelcomeEvent& welcome) const {
+    v1::Welcome* wire = out->mutable_welcome();
+    wire->set_session_id(std::move(welcome.session_id));
+    ToProto(welcome.heartbeat_interval, wire->mutable_heartbeat_interval());
+    ToProto(welcome.lease_ttl, wire->mutable_lease_ttl());
+    wire->set_accepts_batches(true);
+    wire->set_max_output_bytes(static_cast<uint64_t>(welcome.max_output_bytes));
+  }
+  void operator()(Assignment& assignment) const {
+    ToProto(std::move(assignment), out->mutable_assignment());
+  }
+  void operator()(CancelEvent& cancel) const {
+    v1::Cancel* wire = out->mutable_cancel();
+    wire->set_lease_token(std::move(cancel.lease_token));
+    wire->set_job_id(FormatJobId(cancel.job_id));
+    wire->set_reason(std::move(cancel.reason));
+  }
+  void operator()(LeaseLostEvent& lost) const {
+    v1::LeaseLost* wire = out->mutable_lease_lost();
+    wire->set_lease_token(std::move(lost.lease_token));
+    if (lost.job_id != 0) wire->set_job_id(FormatJobId(lost.job_id));
+    wire->set_reason(std::move(lost.reason));
+  }
+  void operator()(ResultAckedEvent& acked) const {
+    v1::ResultAck* wire = out->mutable_result_ack();
+    wire->set_lease_token(std::move(acked.lease_token));
+    wire->set_job_id(FormatJobId(acked.job_id));
+    wire->set_state(ToProto(acked.state));
+  }
+  void operator()(DrainEvent& drain) const {
+    out->mutable_drain()->set_reason(std::move(drain.reason));
+  }
+};
+
+}  // namespace
+
+v1::ServerMessage ToServerMessage(WorkerEvent event) {
+  v1::ServerMessage msg;
+  std::visit(ToWire{&msg}, event);
+  return msg;
+}
+
+Progress FromProto(const v1::Progress& progress) {
+  return Progress{progress.percent(), progress.message()};
+}
+
+HeartbeatReport FromProto(const v1::Heartbeat& heartbeat) {
+  HeartbeatReport report;
+  report.lease_tokens.assign(heartbeat.lease_tokens().begin(),
+                             heartbeat.lease_tokens().end());
+  report.progress.reserve(heartbeat.progress_size());
+  for (const v1::ProgressUpdate& update : heartbeat.progress()) {
+    report.progress.push_back(
+        {update.lease_token(), FromProto(update.progress())});
+  }
+  return report;
 }
 
 std::string FormatJobId(int64_t id) { return absl::StrCat(id); }

@@ -2,7 +2,7 @@
 #define FERRY_SERVER_JOBS_SERVICE_H_
 
 #include "ferry/v1/jobs.grpc.pb.h"
-#include "server/broker.h"
+#include "server/core/broker.h"
 
 namespace ferry {
 

@@ -12,7 +12,7 @@
 #include "base/broker_address.h"
 #include "base/clock.h"
 #include "grpcpp/server.h"
-#include "server/broker.h"
+#include "server/core/broker.h"
 #include "storage/store.h"
 
 namespace ferry {

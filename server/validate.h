@@ -12,19 +12,10 @@
 #include "google/protobuf/map.h"
 #include "proto/names.h"
 #include "proto/result_limits.h"
+#include "server/core/job_policy.h"
 #include "storage/store.h"
 
 namespace ferry {
-
-// What a job gets when its spec leaves a field unset, and the limits every
-// request is checked against. Defaults live once: in ferryd's flags.
-struct JobPolicy {
-  absl::Duration lease_ttl = absl::Seconds(30);
-  int32_t max_attempts = 5;
-  absl::Duration initial_backoff = absl::Seconds(1);
-  absl::Duration max_backoff = absl::Hours(1);
-  int64_t max_payload_bytes = 1 << 20;
-};
 
 // Limits that are part of the protocol (docs/protocol.md lists them).
 inline constexpr size_t kMaxLabelKeyLength = 63;

@@ -27,7 +27,9 @@ void WorkerStream::Start(std::shared_ptr<WorkerStream> self) {
   StartRead(&in_);
 }
 
-void WorkerStream::Push(v1::ServerMessage msg) { writes_.Push(std::move(msg)); }
+void WorkerStream::Push(WorkerEvent event) {
+  writes_.Push(ToServerMessage(std::move(event)));
+}
 
 void WorkerStream::Close(absl::Status status) {
   writes_.Close(std::move(status));
@@ -132,7 +134,7 @@ absl::Status WorkerStream::HandleInSession(uint64_t session,
       broker_->AddCredit(session, msg.credit().credits(), msg.credit().reset());
       return absl::OkStatus();
     case v1::WorkerMessage::kHeartbeat:
-      broker_->Heartbeat(session, msg.heartbeat());
+      broker_->Heartbeat(session, FromProto(msg.heartbeat()));
       return absl::OkStatus();
     case v1::WorkerMessage::kBatch:
       for (const v1::WorkerMessage& inner : msg.batch().messages()) {

@@ -7,7 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/workers.grpc.pb.h"
-#include "server/broker.h"
+#include "server/core/broker.h"
 #include "server/write_queue.h"
 
 namespace ferry {
@@ -27,8 +27,8 @@ class WorkerStream final
   // Starts reading. `self` keeps the stream alive until OnDone.
   void Start(std::shared_ptr<WorkerStream> self);
 
-  // WorkerSink.
-  void Push(v1::ServerMessage msg) override;
+  // WorkerSink: events become wire messages here, in the order pushed.
+  void Push(WorkerEvent event) override;
   void Close(absl::Status status) override;
   void Kick() override;
 

@@ -34,11 +34,10 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
 
   // Fills the response and finishes the call; gRPC's Finish orders this
   // before OnDone.
-  void Answer(std::vector<v1::Assignment>& granted,
-              v1::LeaseResponse* response) {
-    for (v1::Assignment& assignment : granted) {
-      answered_.push_back(assignment.lease_token());
-      *response->add_assignments() = std::move(assignment);
+  void Answer(std::vector<Assignment>& granted, v1::LeaseResponse* response) {
+    for (Assignment& assignment : granted) {
+      answered_.push_back(assignment.lease_token);
+      ToProto(std::move(assignment), response->add_assignments());
     }
   }
 
@@ -143,8 +142,8 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
   auto* reactor = new LeaseReactor(broker_, ctx);
   reactor->set_handle(broker_->Lease(
       std::move(identity), max_jobs, broker_->Now() + wait,
-      FinishWith<std::vector<v1::Assignment>>(
-          reactor, [reactor, response](std::vector<v1::Assignment>& granted) {
+      FinishWith<std::vector<Assignment>>(
+          reactor, [reactor, response](std::vector<Assignment>& granted) {
             reactor->Answer(granted, response);
           })));
   return reactor;
@@ -156,13 +155,13 @@ grpc::ServerUnaryReactor* WorkersService::Heartbeat(
   if (request->lease_token().empty()) {
     return Finish(ctx, absl::InvalidArgumentError("lease_token is required"));
   }
-  std::optional<v1::Progress> progress;
+  std::optional<Progress> progress;
   if (request->has_progress()) {
     if (request->progress().percent() > 100) {
       return Finish(ctx, absl::InvalidArgumentError(
                              "progress.percent must be between 0 and 100"));
     }
-    progress = request->progress();
+    progress = FromProto(request->progress());
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   broker_->HeartbeatLease(

@@ -5,7 +5,7 @@
 // that record what the broker sends them. Time moves only through the clock
 // and Tick(); nothing sleeps.
 
-#include "server/broker.h"
+#include "server/core/broker.h"
 
 #include <cstdint>
 #include <functional>
@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -53,9 +54,11 @@ constexpr absl::Duration kInitialBackoff = absl::Seconds(1);
 // any thread (often the store's writer thread); Kick has nothing to send.
 class FakeWorkerSink final : public WorkerSink {
  public:
-  void Push(v1::ServerMessage msg) override {
+  // Kept as the wire messages they become (server/convert.h), so tests
+  // read what a worker would.
+  void Push(WorkerEvent event) override {
     absl::MutexLock lock(&mu_);
-    if (!closed_) messages_.push_back(std::move(msg));
+    if (!closed_) messages_.push_back(ToServerMessage(std::move(event)));
   }
   void Close(absl::Status status) override {
     absl::MutexLock lock(&mu_);
@@ -107,6 +110,41 @@ class FakeWorkerSink final : public WorkerSink {
   std::vector<v1::ServerMessage> messages_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> close_status_ ABSL_GUARDED_BY(mu_);
+};
+
+// What the broker reported through its observer seam, as lines like
+// "changed 1 RUNNING", in the order reported.
+class RecordingObserver final : public BrokerObserver {
+ public:
+  void JobChanged(const JobRecord& job) override {
+    Add(absl::StrCat("changed ", job.id, " ", JobStateName(job.state)));
+  }
+  void JobsPromoted(const std::vector<JobKey>& jobs) override {
+    for (const JobKey& key : jobs) Add(absl::StrCat("promoted ", key.id));
+  }
+  void JobDispatched(const JobRecord& job,
+                     absl::string_view worker_id) override {
+    Add(absl::StrCat("dispatched ", job.id, " to ", worker_id, " attempt ",
+                     job.attempt));
+  }
+  void LeaseExpired(int64_t job_id, absl::string_view queue,
+                    absl::string_view worker_id, int32_t attempt) override {
+    Add(absl::StrCat("expired ", job_id, " in ", queue, " of ", worker_id,
+                     " attempt ", attempt));
+  }
+
+  std::vector<std::string> Events() const {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  void Add(std::string event) {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(event));
+  }
+  mutable absl::Mutex mu_;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
 };
 
 // A watcher: records every job it is sent and how it was closed.
@@ -334,13 +372,20 @@ class Pending {
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
+// An assignment as the unary Lease call sends it.
+v1::Assignment Wire(const Assignment& assignment) {
+  v1::Assignment wire;
+  ToProto(assignment, &wire);
+  return wire;
+}
+
 // A unary Lease call that completed OK with one assignment: of job `id`.
-void ExpectLeasedOnly(const Pending<std::vector<v1::Assignment>>& leased,
+void ExpectLeasedOnly(const Pending<std::vector<Assignment>>& leased,
                       int64_t id) {
   ASSERT_TRUE(leased.done());
   ASSERT_THAT(leased.result(), IsOk());
   ASSERT_THAT(*leased.result(), SizeIs(1));
-  EXPECT_EQ(ParseJobId(leased.result()->front().job().id()).value_or(-1), id);
+  EXPECT_EQ(leased.result()->front().job.id, id);
 }
 
 // ---------------------------------------------------------------- fixture
@@ -402,7 +447,8 @@ class BrokerTest : public ::testing::Test {
     store_ = std::make_unique<FaultyStore>(std::move(sqlite));
   }
   void StartBroker() {
-    broker_ = std::make_unique<Broker>(store_.get(), &clock_, options_);
+    broker_ =
+        std::make_unique<Broker>(store_.get(), &clock_, options_, &observer_);
     ASSERT_THAT(broker_->Start(), IsOk());
   }
   void StopBroker() {
@@ -588,7 +634,7 @@ class BrokerTest : public ::testing::Test {
   void Heartbeat(const Worker& worker, const std::string& token) {
     v1::Heartbeat heartbeat;
     heartbeat.add_lease_tokens(token);
-    broker_->Heartbeat(worker.session, heartbeat);
+    broker_->Heartbeat(worker.session, FromProto(heartbeat));
     Settle();
   }
 
@@ -609,6 +655,7 @@ class BrokerTest : public ::testing::Test {
   ScopedTempDir dir_;
   FakeClock clock_;
   BrokerOptions options_;
+  RecordingObserver observer_;
   std::unique_ptr<FaultyStore> store_;
   std::unique_ptr<Broker> broker_;
 };
@@ -768,6 +815,25 @@ TEST_F(BrokerTest, HeartbeatsKeepALeaseAlivePastItsTtl) {
   EXPECT_EQ(job.state, JobState::kRunning);
   EXPECT_EQ(job.attempt, 1);
   EXPECT_EQ(job.lease_token, token);
+}
+
+TEST_F(BrokerTest, ObserverSeesEachChangeDispatchExpiryAndPromotion) {
+  Worker worker = Connect("w1", 1);
+  v1::JobSpec spec = Spec();
+  spec.mutable_retry()->set_max_attempts(2);
+  const int64_t id = Submit(spec);
+  ASSERT_FALSE(OnlyToken(worker).empty());
+  clock_.Advance(kTtl);
+  Tick();  // the lease expires: a retry is scheduled
+  clock_.Advance(absl::Minutes(1));
+  Tick();  // the retry is due
+
+  const std::string job = absl::StrCat(id);
+  EXPECT_THAT(observer_.Events(),
+              ElementsAre("changed " + job + " RUNNING",
+                          "dispatched " + job + " to w1 attempt 1",
+                          "expired " + job + " in q of w1 attempt 1",
+                          "changed " + job + " SCHEDULED", "promoted " + job));
 }
 
 TEST_F(BrokerTest, ExpiredLeaseIsRetriedAfterBackoffUntilAttemptsRunOut) {
@@ -1498,7 +1564,7 @@ TEST_F(BrokerTest,
     v1::ProgressUpdate* update = heartbeat.add_progress();
     update->set_lease_token(token);
     update->mutable_progress()->set_percent(percent);
-    broker_->Heartbeat(worker.session, heartbeat);
+    broker_->Heartbeat(worker.session, FromProto(heartbeat));
   };
   auto watcher = std::make_shared<RecordingJobSink>();
   {
@@ -1583,7 +1649,7 @@ TEST_F(BrokerTest, PurgeClosesWatchersOfPurgedJobsWithNotFound) {
 // --------------------------------------------------------------- unary API
 
 TEST_F(BrokerTest, UnaryLeaseWithNothingReadyAndNoWaitReturnsNoneAtOnce) {
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now(), leased.Callback());
 
   ASSERT_TRUE(leased.done());
@@ -1591,7 +1657,7 @@ TEST_F(BrokerTest, UnaryLeaseWithNothingReadyAndNoWaitReturnsNoneAtOnce) {
 }
 
 TEST_F(BrokerTest, UnaryLeaseWaitingForAJobCompletesWhenOneIsSubmitted) {
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(10),
                  leased.Callback());
   Settle();
@@ -1603,12 +1669,12 @@ TEST_F(BrokerTest, UnaryLeaseWaitingForAJobCompletesWhenOneIsSubmitted) {
   ASSERT_TRUE(leased.done());
   ASSERT_THAT(leased.result(), IsOk());
   ASSERT_THAT(*leased.result(), SizeIs(1));
-  ExpectFirstAttempt(leased.result()->front(), id, now);
+  ExpectFirstAttempt(Wire(leased.result()->front()), id, now);
   EXPECT_EQ(Job(id).worker_id, "u1");
 }
 
 TEST_F(BrokerTest, UnaryLeaseTimesOutWithNoneOnTick) {
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(5),
                  leased.Callback());
   clock_.Advance(absl::Seconds(4));
@@ -1626,7 +1692,7 @@ TEST_F(BrokerTest, UnaryLeaseTimesOutWithNoneOnTick) {
 }
 
 TEST_F(BrokerTest, CancelledUnaryLeaseCompletesCancelledAndTakesNothing) {
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   const uint64_t handle = broker_->Lease(
       Identity("u1"), 1, clock_.Now() + absl::Seconds(10), leased.Callback());
   ASSERT_NE(handle, 0u);
@@ -1642,7 +1708,7 @@ TEST_F(BrokerTest, CancelledUnaryLeaseCompletesCancelledAndTakesNothing) {
 TEST_F(BrokerTest, UnaryLeaseCancelledWhileItsLeasesAreStoredPutsThemBack) {
   const int64_t first = Submit(Spec());
   const int64_t second = Submit(Spec());
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   {
     WriterGate gate(*store_);
     ASSERT_TRUE(gate.WaitHeld());
@@ -1660,7 +1726,7 @@ TEST_F(BrokerTest, UnaryLeaseCancelledWhileItsLeasesAreStoredPutsThemBack) {
 
 TEST_F(BrokerTest, UnaryLeaseCancelledWithOneJobLeasedAndOneInFlightPutsBoth) {
   const int64_t first = Submit(Spec());
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   Pending<std::vector<CreateResult>> submitted;
   uint64_t handle = 0;
   {
@@ -1697,7 +1763,7 @@ TEST_F(BrokerTest, UnaryLeaseHandedADuplicateKeepsWaitingForTheNextJob) {
   const int64_t first = Submit(keyed);
   ASSERT_THAT(CancelJob(first), IsOk());  // the queue is empty again
 
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(10),
                  leased.Callback());
   Settle();
@@ -1714,7 +1780,7 @@ TEST_F(BrokerTest, UnaryLeaseWhoseLeaseIsBeingWrittenDoesNotWakeTheTicker) {
   const int64_t id = Submit(Spec());
   Tick();  // the first retention pass is due at start
   ASSERT_GT(broker_->NextTickTime(), clock_.Now());
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   {
     WriterGate gate(*store_);
     ASSERT_TRUE(gate.WaitHeld());
@@ -1731,18 +1797,16 @@ TEST_F(BrokerTest, UnaryLeaseWhoseLeaseIsBeingWrittenDoesNotWakeTheTicker) {
 
 TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
   const int64_t id = Submit(Spec());
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 5, clock_.Now(), leased.Callback());
   Settle();
   ASSERT_TRUE(leased.done());
   ASSERT_THAT(leased.result(), IsOk());
   ASSERT_THAT(*leased.result(), SizeIs(1));
-  const std::string token = leased.result()->front().lease_token();
+  const std::string token = leased.result()->front().lease_token;
 
   clock_.Advance(absl::Seconds(20));
-  v1::Progress progress;
-  progress.set_percent(40);
-  progress.set_message("resizing");
+  const ferry::Progress progress{40, "resizing"};
   absl::StatusOr<absl::Time> deadline = Sync<absl::Time>([&](auto done) {
     broker_->HeartbeatLease(token, progress, std::move(done));
   });
@@ -1767,13 +1831,13 @@ TEST_F(BrokerTest, UnaryHeartbeatAndCompleteWorkByToken) {
 
 TEST_F(BrokerTest, UnaryCallsWithAStaleTokenFailWithFailedPrecondition) {
   const int64_t id = Submit(Spec());
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now(), leased.Callback());
   Settle();
   ASSERT_TRUE(leased.done());
   ASSERT_THAT(leased.result(), IsOk());
   ASSERT_THAT(*leased.result(), SizeIs(1));
-  const std::string token = leased.result()->front().lease_token();
+  const std::string token = leased.result()->front().lease_token;
   clock_.Advance(kTtl);
   Tick();
   ASSERT_EQ(Job(id).state, JobState::kScheduled);
@@ -1818,7 +1882,7 @@ TEST_F(BrokerTest, DrainTellsSessionsAndStopsAllDispatch) {
   EXPECT_THAT(broker_->OpenSession(Identity("w2"), {}, 1,
                                    std::make_shared<FakeWorkerSink>()),
               StatusIs(absl::StatusCode::kUnavailable));
-  Pending<std::vector<v1::Assignment>> leased;
+  Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(5),
                  leased.Callback());
   ASSERT_TRUE(leased.done());

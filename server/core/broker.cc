@@ -1,23 +1,22 @@
-#include "server/broker.h"
+#include "server/core/broker.h"
 
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/backoff.h"
 #include "base/log_format.h"
 #include "base/status_macros.h"
-#include "server/convert.h"
-#include "server/token.h"
+#include "server/core/token.h"
 
 namespace ferry {
 namespace {
 
-// How many finished leases are remembered, so that a worker resending a
-// result after a reconnect gets its acknowledgement instead of LeaseLost.
-constexpr size_t kRecentResults = 4096;
-constexpr int32_t kMaxProgressMessage = 1024;
+constexpr size_t kMaxProgressMessage = 1024;
+constexpr absl::string_view kUnknownLease =
+    "unknown lease: it expired, was cancelled, or already finished";
 
 // How long a background pass that failed in storage waits to try again.
 constexpr absl::Duration kStorageRetry = absl::Seconds(1);
@@ -26,10 +25,38 @@ bool LeaseGone(const absl::Status& status) {
   return absl::IsFailedPrecondition(status) || absl::IsNotFound(status);
 }
 
+// An upper bound of an Assignment's size on the wire (ferry.v1.Assignment):
+// every string with room for its tag and length, and the fixed-size fields
+// (ids, numbers, times, durations) together.
+int64_t EncodedSizeBound(const Assignment& assignment) {
+  const JobRecord& job = assignment.job;
+  int64_t bytes = 256;
+  for (const std::string* field :
+       {&job.queue, &job.kind, &job.payload, &job.result, &job.content_type,
+        &job.idempotency_key, &job.last_error, &job.progress_message,
+        &job.worker_id, &assignment.lease_token}) {
+    bytes += static_cast<int64_t>(field->size()) + 8;
+  }
+  for (const auto& [key, value] : job.labels) {
+    bytes += static_cast<int64_t>(key.size() + value.size()) + 16;
+  }
+  return bytes;
+}
+
+// The observer when none is given.
+BrokerObserver* NoObserver() {
+  static BrokerObserver* const none = new BrokerObserver();
+  return none;
+}
+
 }  // namespace
 
-Broker::Broker(Store* store, const Clock* clock, BrokerOptions options)
-    : store_(store), clock_(clock), options_(std::move(options)) {}
+Broker::Broker(Store* store, const Clock* clock, BrokerOptions options,
+               BrokerObserver* observer)
+    : store_(store),
+      clock_(clock),
+      options_(std::move(options)),
+      observer_(observer != nullptr ? observer : NoObserver()) {}
 
 Broker::~Broker() = default;
 
@@ -39,10 +66,12 @@ absl::Status Broker::Start() {
                          store_->PausedQueues());
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  for (const std::string& name : paused) Queue(name).paused = true;
-  for (const JobKey& key : live.queued) AddReady(key);
+  for (const std::string& name : paused) dispatcher_.SetPaused(name, true);
+  for (const JobKey& key : live.queued) {
+    dispatcher_.AddReady(key.queue, Dispatcher::KeyOf(key));
+  }
   for (const JobRecord& job : live.running) {
-    LeaseState& lease = leases_[job.lease_token];
+    LeaseState& lease = leases_.Add(job.lease_token);
     lease.job_id = job.id;
     lease.queue = job.queue;
     lease.worker_id = job.worker_id;
@@ -52,10 +81,9 @@ absl::Status Broker::Start() {
     lease.ttl = job.lease_ttl;
     lease.initial_backoff = job.initial_backoff;
     lease.max_backoff = job.max_backoff;
-    lease_of_job_[job.id] = job.lease_token;
     // Workers get at least one full TTL from the restart to come back.
-    SetDeadline(job.lease_token, lease,
-                std::max(job.lease_deadline, now + job.lease_ttl));
+    leases_.SetDeadline(job.lease_token, lease,
+                        std::max(job.lease_deadline, now + job.lease_ttl));
   }
   next_scheduled_ = live.next_scheduled.value_or(absl::InfiniteFuture());
   spdlog::info("broker started queued={} running={} paused_queues={}",
@@ -65,105 +93,66 @@ absl::Status Broker::Start() {
 
 // ---------------------------------------------------------------- memory
 
-Broker::QueueState& Broker::Queue(const std::string& name) {
-  return queues_[name];
-}
-
-void Broker::AddReady(const JobKey& key) {
-  Queue(key.queue).ready.insert(KeyOf(key.priority, key.run_at, key.id));
-}
-
-void Broker::EraseReady(const std::string& queue, const ReadyKey& key) {
-  auto it = queues_.find(queue);
-  if (it != queues_.end()) it->second.ready.erase(key);
-}
-
 void Broker::NoteScheduled(absl::Time run_at) {
   next_scheduled_ = std::min(next_scheduled_, run_at);
 }
 
 void Broker::Applied(const JobRecord& job, KickList& kicks) {
   if (job.state == JobState::kQueued) {
-    AddReady(JobKey{job.id, job.queue, job.priority, job.run_at});
+    dispatcher_.AddReady(job.queue,
+                         Dispatcher::KeyOf(job.priority, job.run_at, job.id));
     Dispatch(job.queue, kicks);
   } else if (job.state == JobState::kScheduled) {
     NoteScheduled(job.run_at);
   }
-  Notify(job, kicks);
+  Changed(job, kicks);
+}
+
+void Broker::Changed(const JobRecord& job, KickList& kicks) {
+  observer_->JobChanged(job);
+  watchers_.Notify(job, kicks);
 }
 
 double Broker::Jitter() { return absl::Uniform<double>(bitgen_, 0.0, 1.0); }
 
 // -------------------------------------------------------------- dispatch
 
-void Broker::MarkHungry(Session& session) {
-  if (session.credits <= 0) return;
-  for (size_t i = 0; i < session.identity.queues.size(); ++i) {
-    if (session.hungry_in[i]) continue;
-    Queue(session.identity.queues[i]).hungry.push_back(session.handle);
-    session.hungry_in[i] = true;
-  }
+Taker* Broker::FindTaker(uint64_t handle) {
+  if (StreamSession* session = sessions_.Find(handle)) return session;
+  return polls_.Find(handle);
 }
 
-Broker::Session* Broker::PopHungry(const std::string& name, QueueState& queue) {
-  while (!queue.hungry.empty()) {
-    const uint64_t handle = queue.hungry.front();
-    queue.hungry.pop_front();
-    auto it = sessions_.find(handle);
-    if (it == sessions_.end()) continue;
-    Session& session = it->second;
-    const auto& names = session.identity.queues;
-    const size_t index =
-        std::find(names.begin(), names.end(), name) - names.begin();
-    if (index < names.size()) session.hungry_in[index] = false;
-    if (session.credits <= 0) continue;
-    if (session.credits > 1 && index < names.size()) {
-      // Round robin: back of the line, still hungry.
-      queue.hungry.push_back(handle);
-      session.hungry_in[index] = true;
-    }
-    return &session;
-  }
-  return nullptr;
-}
-
-std::string Broker::Grant(Session& session, const std::string& queue,
+std::string Broker::Grant(Taker& taker, const std::string& queue,
                           int64_t job_id) {
   std::string token = RandomHex(16);
-  --session.credits;
-  ++session.granting;
-  ++session.leases;
-  LeaseState& lease = leases_[token];
+  --taker.credits;
+  ++taker.granting;
+  ++taker.leases;
+  LeaseState& lease = leases_.Add(token);
   lease.job_id = job_id;
   lease.queue = queue;
-  lease.session = session.handle;
-  lease.worker_id = session.identity.worker_id;
+  lease.session = taker.handle;
+  lease.worker_id = taker.identity.worker_id;
   lease.phase = LeasePhase::kGranting;
-  lease.credit_epoch = session.credit_epoch;
-  if (job_id != 0) lease_of_job_[job_id] = token;
+  lease.credit_epoch = taker.credit_epoch;
   return token;
 }
 
-void Broker::Dispatch(const std::string& name, KickList& kicks) {
+void Broker::Dispatch(const std::string& queue, KickList& kicks) {
   if (draining_) return;
-  QueueState& queue = Queue(name);
-  if (queue.paused) return;
   absl::Time now = absl::InfinitePast();
-  while (!queue.ready.empty()) {
-    Session* session = PopHungry(name, queue);
-    if (session == nullptr) break;
+  while (std::optional<Dispatcher::Match> match = dispatcher_.Next(queue)) {
     if (now == absl::InfinitePast()) now = clock_->Now();
-    const ReadyKey key = *queue.ready.begin();
-    queue.ready.erase(queue.ready.begin());
-    std::string token = Grant(*session, name, key.id);
-    LeaseGrant grant{token, session->identity.worker_id, now};
+    const Dispatcher::ReadyKey key = match->job;
+    std::string token = Grant(*match->taker, queue, key.id);
+    LeaseGrant grant{token, match->taker->identity.worker_id, now};
     store_->LeaseJob(key.id, std::move(grant),
-                     [this, token, name, key](absl::StatusOr<JobRecord> job) {
+                     [this, token, queue, key](absl::StatusOr<JobRecord> job) {
                        KickList kicks;
                        absl::MutexLock lock(&mu_);
                        if (!job.ok() && !LeaseGone(job.status())) {
                          // Storage failed: the job is still QUEUED on disk.
-                         Queue(name).ready.insert(key);
+                         dispatcher_.AddReady(queue, key);
                        }
                        OnGranted(token, std::move(job), kicks);
                      });
@@ -171,93 +160,91 @@ void Broker::Dispatch(const std::string& name, KickList& kicks) {
 }
 
 void Broker::ReturnCredit(uint64_t handle, uint64_t epoch, KickList& kicks) {
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end()) return;
-  Session& session = it->second;
+  Taker* taker = FindTaker(handle);
+  if (taker == nullptr) return;
   // A reset since the grant said how many credits the worker holds now;
   // this one is not among them.
-  if (epoch != session.credit_epoch) return;
-  session.credits = std::min(session.credits + 1, options_.max_credits);
-  if (session.unary) {
-    FinishUnaryIfDone(session, kicks);
-    if (!sessions_.contains(handle)) return;  // answered
+  if (epoch != taker->credit_epoch) return;
+  taker->credits = std::min(taker->credits + 1, options_.max_credits);
+  if (taker->kind == Taker::Kind::kLongPoll) {
+    FinishPollIfDone(static_cast<LongPoll&>(*taker), kicks);
+    if (polls_.Find(handle) == nullptr) return;  // answered
     // Still waiting: back in line for the next job, as a stream would be.
   }
-  MarkHungry(session);
-  for (const std::string& queue : session.identity.queues) {
+  dispatcher_.MarkHungry(*taker);
+  for (const std::string& queue : taker->identity.queues) {
     Dispatch(queue, kicks);
   }
 }
 
 void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
                        KickList& kicks) {
-  auto it = leases_.find(token);
-  if (it == leases_.end()) return;
-  LeaseState& lease = it->second;
-  const uint64_t handle = lease.session;
-  auto session_it = sessions_.find(handle);
-  Session* session =
-      session_it == sessions_.end() ? nullptr : &session_it->second;
-  if (session != nullptr) --session->granting;
+  LeaseState* lease = leases_.Find(token);
+  if (lease == nullptr) return;
+  const uint64_t handle = lease->session;
+  Taker* taker = FindTaker(handle);
+  if (taker != nullptr) --taker->granting;
 
   if (!job.ok()) {
     if (!LeaseGone(job.status())) {
-      spdlog::error("lease write failed job_id={} status=\"{}\"", lease.job_id,
+      spdlog::error("lease write failed job_id={} status=\"{}\"", lease->job_id,
                     job.status().ToString());
     }
-    const uint64_t epoch = lease.credit_epoch;
+    const uint64_t epoch = lease->credit_epoch;
     DropLease(token);
     ReturnCredit(handle, epoch, kicks);
     return;
   }
 
-  lease.job_id = job->id;
-  lease_of_job_[job->id] = token;
-  lease.attempt = job->attempt;
-  lease.max_attempts = job->max_attempts;
-  lease.ttl = job->lease_ttl;
-  lease.initial_backoff = job->initial_backoff;
-  lease.max_backoff = job->max_backoff;
-  lease.phase = LeasePhase::kActive;
-  SetDeadline(token, lease, job->lease_deadline);
-  Notify(*job, kicks);
+  lease->job_id = job->id;
+  lease->attempt = job->attempt;
+  lease->max_attempts = job->max_attempts;
+  lease->ttl = job->lease_ttl;
+  lease->initial_backoff = job->initial_backoff;
+  lease->max_backoff = job->max_backoff;
+  lease->phase = LeasePhase::kActive;
+  leases_.SetDeadline(token, *lease, job->lease_deadline);
+  Changed(*job, kicks);
 
-  if (session == nullptr) {
+  if (taker == nullptr) {
     // The worker left before the assignment reached it.
-    ReleaseUndelivered(token, lease);
+    ReleaseUndelivered(token, *lease);
     return;
   }
 
   spdlog::debug("job leased job_id={} queue={} worker_id={} attempt={}",
-                job->id, job->queue, lease.worker_id, job->attempt);
-  v1::ServerMessage msg;
-  v1::Assignment* assignment = msg.mutable_assignment();
-  ToProto(*job, /*with_payload=*/true, assignment->mutable_job());
-  assignment->set_lease_token(token);
-  ToProto(job->lease_deadline, assignment->mutable_lease_deadline());
-  if (session->unary) {
-    // Unary leases belong to no stream: the token alone identifies them.
-    lease.session = 0;
-    --session->leases;
-    const int64_t bytes = static_cast<int64_t>(assignment->ByteSizeLong());
-    if (!session->assignments.empty() &&
-        session->assignment_bytes + bytes > options_.max_lease_response_bytes) {
-      // The response is full: the next call gets this one.
-      ReleaseUndelivered(token, lease);
-    } else {
-      session->assignment_bytes += bytes;
-      session->assignments.push_back(std::move(*assignment));
-    }
-    FinishUnaryIfDone(*session, kicks);
+                job->id, job->queue, lease->worker_id, job->attempt);
+  observer_->JobDispatched(*job, lease->worker_id);
+  Assignment assignment{*std::move(job), token, lease->deadline};
+  if (taker->kind == Taker::Kind::kLongPoll) {
+    DeliverToPoll(static_cast<LongPoll&>(*taker), token, *lease,
+                  std::move(assignment), kicks);
   } else {
-    session->sink->Push(std::move(msg));
-    kicks.Add(session->sink);
+    sessions_.Send(handle, std::move(assignment), kicks);
   }
+}
+
+void Broker::DeliverToPoll(LongPoll& poll, const std::string& token,
+                           LeaseState& lease, Assignment assignment,
+                           KickList& kicks) {
+  // Unary leases belong to no stream: the token alone identifies them.
+  lease.session = 0;
+  --poll.leases;
+  const int64_t bytes = EncodedSizeBound(assignment);
+  if (!poll.assignments.empty() &&
+      poll.assignment_bytes + bytes > options_.max_lease_response_bytes) {
+    // The response is full: the next call gets this one.
+    ReleaseUndelivered(token, lease);
+  } else {
+    poll.assignment_bytes += bytes;
+    poll.assignments.push_back(std::move(assignment));
+  }
+  FinishPollIfDone(poll, kicks);
 }
 
 void Broker::ReleaseUndelivered(const std::string& token, LeaseState& lease) {
   lease.phase = LeasePhase::kEnding;
-  deadlines_.erase({lease.deadline, token});
+  leases_.ClearDeadline(token, lease);
   store_->ReleaseLease(
       lease.job_id, token, clock_->Now(),
       [this, token, job_id = lease.job_id](absl::StatusOr<JobRecord> released) {
@@ -277,24 +264,23 @@ void Broker::ReleaseUndelivered(const std::string& token, LeaseState& lease) {
 }
 
 void Broker::KeepLeaseAfterFailedEnd(const std::string& token) {
-  auto it = leases_.find(token);
-  if (it == leases_.end()) return;
-  LeaseState& lease = it->second;
-  lease.phase = LeasePhase::kActive;
-  SetDeadline(token, lease,
-              std::max(lease.deadline, clock_->Now() + lease.ttl));
+  LeaseState* lease = leases_.Find(token);
+  if (lease == nullptr) return;
+  lease->phase = LeasePhase::kActive;
+  leases_.SetDeadline(token, *lease,
+                      std::max(lease->deadline, clock_->Now() + lease->ttl));
 }
 
-void Broker::FinishUnaryIfDone(Session& session, KickList& kicks) {
-  if (!session.unary || session.granting > 0) return;
-  const bool done = !session.assignments.empty() || session.credits <= 0 ||
-                    draining_ || clock_->Now() >= session.deadline;
+void Broker::FinishPollIfDone(LongPoll& poll, KickList& kicks) {
+  if (poll.granting > 0) return;
+  const bool done = !poll.assignments.empty() || poll.credits <= 0 ||
+                    draining_ || clock_->Now() >= poll.deadline;
   if (!done) return;
-  kicks.Defer([done = std::move(session.unary_done),
-               assignments = std::move(session.assignments)]() mutable {
+  kicks.Defer([done = std::move(poll.done),
+               assignments = std::move(poll.assignments)]() mutable {
     std::move(done)(std::move(assignments));
   });
-  RemoveSession(session.handle);
+  polls_.Remove(poll.handle);
 }
 
 // ------------------------------------------------------------------ jobs
@@ -310,15 +296,13 @@ void Broker::Submit(std::vector<JobRecord> jobs,
     for (size_t i = 0; i < jobs.size(); ++i) {
       JobRecord& job = jobs[i];
       if (job.state != JobState::kQueued) continue;
-      QueueState& queue = Queue(job.queue);
-      if (queue.paused || !queue.ready.empty()) continue;
-      Session* session = PopHungry(job.queue, queue);
-      if (session == nullptr) continue;
-      tokens[i] = Grant(*session, job.queue, 0);
+      Taker* taker = dispatcher_.TakerForNewJob(job.queue);
+      if (taker == nullptr) continue;
+      tokens[i] = Grant(*taker, job.queue, 0);
       job.state = JobState::kRunning;
       job.attempt = 1;
       job.started_at = job.created_at;
-      job.worker_id = session->identity.worker_id;
+      job.worker_id = taker->identity.worker_id;
       job.lease_token = tokens[i];
       job.lease_deadline = job.created_at + job.lease_ttl;
     }
@@ -361,8 +345,9 @@ absl::StatusOr<JobRecord> Broker::Get(int64_t id, bool with_payload) {
   if (job.state == JobState::kRunning) {
     // Heartbeats extend leases in memory only; show the live deadline.
     absl::MutexLock lock(&mu_);
-    auto it = leases_.find(job.lease_token);
-    if (it != leases_.end()) job.lease_deadline = it->second.deadline;
+    if (const LeaseState* lease = leases_.Find(job.lease_token)) {
+      job.lease_deadline = lease->deadline;
+    }
   }
   return job;
 }
@@ -373,8 +358,9 @@ absl::StatusOr<std::vector<JobRecord>> Broker::List(const ListFilter& filter) {
   absl::MutexLock lock(&mu_);
   for (JobRecord& job : jobs) {
     if (job.state != JobState::kRunning) continue;
-    auto it = leases_.find(job.lease_token);
-    if (it != leases_.end()) job.lease_deadline = it->second.deadline;
+    if (const LeaseState* lease = leases_.Find(job.lease_token)) {
+      job.lease_deadline = lease->deadline;
+    }
   }
   return jobs;
 }
@@ -392,22 +378,20 @@ void Broker::Cancel(int64_t id, std::string reason,
           if (result.ok()) {
             const JobRecord& job = result->job;
             if (result->previous_state == JobState::kQueued) {
-              EraseReady(job.queue, KeyOf(job.priority, job.run_at, job.id));
+              dispatcher_.EraseReady(
+                  job.queue,
+                  Dispatcher::KeyOf(job.priority, job.run_at, job.id));
             }
-            auto lease = leases_.find(result->previous_lease_token);
-            if (lease != leases_.end()) {
-              v1::ServerMessage msg;
-              v1::Cancel* cancel = msg.mutable_cancel();
-              cancel->set_lease_token(result->previous_lease_token);
-              cancel->set_job_id(FormatJobId(job.id));
-              cancel->set_reason(reason);
-              Send(lease->second.session, std::move(msg), kicks);
-              DropLease(result->previous_lease_token);
+            const std::string& token = result->previous_lease_token;
+            if (const LeaseState* lease = leases_.Find(token)) {
+              sessions_.Send(lease->session, CancelEvent{token, job.id, reason},
+                             kicks);
+              DropLease(token);
             }
             spdlog::info("job cancelled job_id={} queue={} previous_state={}",
                          job.id, job.queue,
                          JobStateName(result->previous_state));
-            Notify(job, kicks);
+            Changed(job, kicks);
           }
         }
         if (!result.ok()) {
@@ -440,99 +424,33 @@ void Broker::Retry(int64_t id, ResultCallback<JobRecord> done) {
 absl::StatusOr<uint64_t> Broker::Watch(int64_t id,
                                        std::shared_ptr<JobSink> sink,
                                        absl::Time deadline) {
+  uint64_t handle;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      // Drain closed the watchers it had; a new one would hang until the
+      // server cuts it at the end of the grace period.
+      return absl::UnavailableError("the broker is shutting down; retry later");
+    }
+    // Registered before the read: changes committed from here on are held
+    // for it, so none falls between the read and the first update.
+    handle = next_handle_++;
+    watchers_.Add(handle, id, sink, deadline);
+  }
+  // Read without the lock: a store read never stalls dispatch.
+  absl::StatusOr<JobRecord> job = store_->GetJob(id, false);
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  if (draining_) {
-    // Drain closed the watchers it had; a new one would hang until the
-    // server cuts it at the end of the grace period.
-    return absl::UnavailableError("the broker is shutting down; retry later");
+  if (!job.ok()) {
+    watchers_.Remove(handle);
+    return job.status();
   }
-  // Read under the lock: a change committed after this read is notified
-  // after it, so the watcher sees states in order (Notify drops repeats).
-  FERRY_ASSIGN_OR_RETURN(JobRecord job, store_->GetJob(id, false));
-  kicks.Add(sink);
-  sink->Push(job);
-  if (IsTerminal(job.state)) {
-    sink->Close(absl::OkStatus());
-    return 0;
-  }
-  const uint64_t handle = next_handle_++;
-  Watcher& watcher = watchers_[handle];
-  watcher.job_id = id;
-  watcher.sink = std::move(sink);
-  watcher.deadline = deadline;
-  watcher.last = job;
-  watchers_of_job_[id].push_back(handle);
-  return handle;
+  return watchers_.Prime(handle, *job, kicks) ? handle : 0;
 }
 
 void Broker::Unwatch(uint64_t handle) {
   absl::MutexLock lock(&mu_);
-  RemoveWatcher(handle);
-}
-
-void Broker::RemoveWatcher(uint64_t handle) {
-  auto it = watchers_.find(handle);
-  if (it == watchers_.end()) return;
-  auto of_job = watchers_of_job_.find(it->second.job_id);
-  if (of_job != watchers_of_job_.end()) {
-    std::vector<uint64_t>& handles = of_job->second;
-    handles.erase(std::remove(handles.begin(), handles.end(), handle),
-                  handles.end());
-    if (handles.empty()) watchers_of_job_.erase(of_job);
-  }
-  watchers_.erase(it);
-}
-
-void Broker::Notify(const JobRecord& job_in, KickList& kicks) {
-  auto of_job = watchers_of_job_.find(job_in.id);
-  if (of_job == watchers_of_job_.end()) return;
-  // Watchers keep what they were last sent, and sinks read payload and
-  // result afresh when they need them: copies of those (up to
-  // --max_payload_bytes each, from a lease's read-back) would only cost
-  // memory for every watcher of a running job.
-  JobRecord job = job_in;
-  job.payload.clear();
-  job.payload.shrink_to_fit();
-  job.result.clear();
-  job.result.shrink_to_fit();
-  const std::vector<uint64_t> handles = of_job->second;
-  for (uint64_t handle : handles) {
-    Watcher& watcher = watchers_[handle];
-    const JobRecord& last = watcher.last;
-    if (last.state == job.state && last.attempt == job.attempt &&
-        last.updated_at == job.updated_at &&
-        last.progress_percent == job.progress_percent &&
-        last.progress_message == job.progress_message) {
-      continue;  // already seen (read by Watch after this commit)
-    }
-    // Older than what the watcher has: committed before Watch's read, its
-    // callback run after it. Sent, it would take the job back in time.
-    // (Every write stamps updated_at with the broker's clock, in the order
-    // it is queued; should that clock step back, an update may be skipped,
-    // never a terminal state.)
-    if (job.updated_at < last.updated_at && !IsTerminal(job.state)) continue;
-    watcher.last = job;
-    watcher.sink->Push(job);
-    kicks.Add(watcher.sink);
-    if (IsTerminal(job.state)) {
-      watcher.sink->Close(absl::OkStatus());
-      RemoveWatcher(handle);
-    }
-  }
-}
-
-void Broker::CloseWatchers(int64_t job_id, const absl::Status& status,
-                           KickList& kicks) {
-  auto of_job = watchers_of_job_.find(job_id);
-  if (of_job == watchers_of_job_.end()) return;
-  const std::vector<uint64_t> handles = of_job->second;
-  for (uint64_t handle : handles) {
-    Watcher& watcher = watchers_[handle];
-    watcher.sink->Close(status);
-    kicks.Add(watcher.sink);
-    RemoveWatcher(handle);
-  }
+  watchers_.Remove(handle);
 }
 
 // ---------------------------------------------------------------- queues
@@ -553,25 +471,18 @@ absl::StatusOr<std::vector<QueueSnapshot>> Broker::QueueStats(
     by_name[std::string(queue)].name = std::string(queue);
   }
   absl::MutexLock lock(&mu_);
-  for (const auto& [name, state] : queues_) {
-    if (!queue.empty() && name != queue) continue;
-    if (!state.paused && by_name.count(name) == 0) continue;
+  dispatcher_.ForEachQueue([&](const Dispatcher::QueueView& view) {
+    const std::string& name = *view.name;
+    if (!queue.empty() && name != queue) return;
+    if (!view.paused && by_name.count(name) == 0) return;
     QueueSnapshot& snapshot = by_name[name];
     snapshot.name = name;
-    snapshot.paused = state.paused;
-    // The oldest due job is the first of some priority: visit each
-    // priority's first entry.
-    int64_t oldest = INT64_MAX;
-    for (auto it = state.ready.begin(); it != state.ready.end();
-         it = state.ready.lower_bound(
-             ReadyKey{it->neg_priority + 1, INT64_MIN, INT64_MIN})) {
-      oldest = std::min(oldest, it->run_at_us);
-    }
-    if (oldest != INT64_MAX) {
+    snapshot.paused = view.paused;
+    if (view.oldest_ready.has_value()) {
       snapshot.oldest_queued_age =
-          std::max(absl::ZeroDuration(), now - absl::FromUnixMicros(oldest));
+          std::max(absl::ZeroDuration(), now - *view.oldest_ready);
     }
-  }
+  });
   std::vector<QueueSnapshot> result;
   for (auto& [name, snapshot] : by_name) result.push_back(std::move(snapshot));
   return result;
@@ -587,7 +498,7 @@ void Broker::SetPaused(std::string queue, bool paused,
           KickList kicks;
           absl::MutexLock lock(&mu_);
           if (changed.ok()) {
-            Queue(queue).paused = paused;
+            dispatcher_.SetPaused(queue, paused);
             if (*changed) {
               spdlog::info("queue {} queue={}", paused ? "paused" : "resumed",
                            queue);
@@ -620,10 +531,10 @@ void Broker::PurgeBatch(std::string queue, JobState state, int64_t total,
           absl::MutexLock lock(&mu_);
           for (const JobKey& key : *deleted) {
             if (state == JobState::kQueued) {
-              EraseReady(key.queue, KeyOf(key.priority, key.run_at, key.id));
+              dispatcher_.EraseReady(key.queue, Dispatcher::KeyOf(key));
             }
-            CloseWatchers(key.id, absl::NotFoundError("the job was purged"),
-                          kicks);
+            watchers_.CloseJob(
+                key.id, absl::NotFoundError("the job was purged"), kicks);
           }
         }
         total += static_cast<int64_t>(deleted->size());
@@ -639,66 +550,48 @@ void Broker::PurgeBatch(std::string queue, JobState state, int64_t total,
 
 // --------------------------------------------------------------- leases
 
-void Broker::SetDeadline(const std::string& token, LeaseState& lease,
-                         absl::Time deadline) {
-  deadlines_.erase({lease.deadline, token});
-  lease.deadline = deadline;
-  deadlines_.insert({deadline, token});
-}
-
 void Broker::DropLease(const std::string& token) {
-  auto it = leases_.find(token);
-  if (it == leases_.end()) return;
-  LeaseState& lease = it->second;
-  auto of_job = lease_of_job_.find(lease.job_id);
-  if (of_job != lease_of_job_.end() && of_job->second == token) {
-    lease_of_job_.erase(of_job);
-  }
-  deadlines_.erase({lease.deadline, token});
-  auto session = sessions_.find(lease.session);
-  if (session != sessions_.end()) --session->second.leases;
-  leases_.erase(it);
+  std::optional<LeaseState> lease = leases_.Drop(token);
+  if (!lease.has_value()) return;
+  if (Taker* taker = FindTaker(lease->session)) --taker->leases;
 }
 
-Broker::LeaseState* Broker::FindLease(const std::string& token,
-                                      uint64_t session, std::string* why) {
-  auto it = leases_.find(token);
-  if (it == leases_.end()) {
-    *why = "unknown lease: it expired, was cancelled, or already finished";
+LeaseState* Broker::FindLease(const std::string& token, uint64_t session,
+                              std::string* why) {
+  LeaseState* lease = leases_.Find(token);
+  if (lease == nullptr) {
+    *why = std::string(kUnknownLease);
     return nullptr;
   }
-  LeaseState& lease = it->second;
-  if (lease.phase != LeasePhase::kActive) {
-    *why = lease.phase == LeasePhase::kEnding
+  if (lease->phase != LeasePhase::kActive) {
+    *why = lease->phase == LeasePhase::kEnding
                ? "the lease is ending (it expired or a result is being stored)"
                : "the lease is not granted yet";
     return nullptr;
   }
-  if (lease.session == session) return &lease;
-  auto owner = sessions_.find(lease.session);
-  if (owner != sessions_.end()) {
+  if (lease->session == session) return lease;
+  StreamSession* caller = sessions_.Find(session);
+  if (StreamSession* owner = sessions_.Find(lease->session)) {
     // Held by a live stream. The same worker process may take it over (it
     // reconnected before the broker noticed the old stream die); anyone
     // else is presenting a foreign token.
-    auto caller = sessions_.find(session);
-    if (caller == sessions_.end() ||
-        caller->second.identity.worker_id != owner->second.identity.worker_id) {
+    if (caller == nullptr ||
+        caller->identity.worker_id != owner->identity.worker_id) {
       *why = "the lease is held by another worker";
       return nullptr;
     }
-    --owner->second.leases;
+    --owner->leases;
   }
-  lease.session = session;
-  auto caller = sessions_.find(session);
-  if (caller != sessions_.end()) ++caller->second.leases;
-  return &lease;
+  lease->session = session;
+  if (caller != nullptr) ++caller->leases;
+  return lease;
 }
 
 void Broker::EndAttempt(const std::string& token, LeaseState& lease,
                         Outcome outcome, bool reported, absl::Time now,
                         Then then) {
   lease.phase = LeasePhase::kEnding;
-  deadlines_.erase({lease.deadline, token});
+  leases_.ClearDeadline(token, lease);
   AttemptOutcome end;
   end.now = now;
   end.reported = reported;
@@ -728,7 +621,7 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
           KeepLeaseAfterFailedEnd(token);
         }
         if (job.ok()) {
-          if (reported) RememberResult(token, *job);
+          if (reported) leases_.RememberResult(token, job->id, job->state);
           if (job->state == JobState::kFailed) {
             spdlog::info(
                 "job failed job_id={} queue={} attempt={} error=\"{}\"",
@@ -749,43 +642,11 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
       });
 }
 
-bool Broker::ResultStored(const HeldLease& held) {
-  if (recent_.contains(held.token)) return true;
-  if (held.job_id == 0) return false;
-  // After a broker restart recent_ is empty; the job row remembers the
-  // token of the last stored result.
-  absl::StatusOr<JobRecord> job = store_->GetJob(held.job_id, false);
-  if (!job.ok() || job->result_token != held.token) return false;
-  RememberResult(held.token, *job);
-  return true;
-}
-
-void Broker::RememberResult(const std::string& token, const JobRecord& job) {
-  if (recent_.emplace(token, RecentResult{job.id, job.state}).second) {
-    recent_order_.push_back(token);
-  }
-  while (recent_order_.size() > kRecentResults) {
-    recent_.erase(recent_order_.front());
-    recent_order_.pop_front();
-  }
-}
-
-void Broker::Send(uint64_t handle, v1::ServerMessage msg, KickList& kicks) {
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end() || it->second.unary) return;
-  it->second.sink->Push(std::move(msg));
-  kicks.Add(it->second.sink);
-}
-
-void Broker::SendLeaseLost(uint64_t handle, int64_t job_id,
+void Broker::SendLeaseLost(uint64_t session, int64_t job_id,
                            const std::string& token, absl::string_view reason,
                            KickList& kicks) {
-  v1::ServerMessage msg;
-  v1::LeaseLost* lost = msg.mutable_lease_lost();
-  lost->set_lease_token(token);
-  if (job_id != 0) lost->set_job_id(FormatJobId(job_id));
-  lost->set_reason(std::string(reason));
-  Send(handle, std::move(msg), kicks);
+  sessions_.Send(session, LeaseLostEvent{token, job_id, std::string(reason)},
+                 kicks);
 }
 
 // --------------------------------------------------------------- streams
@@ -794,81 +655,97 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
                                              std::vector<HeldLease> held,
                                              int64_t initial_credits,
                                              std::shared_ptr<WorkerSink> sink) {
+  // One list for the whole call: the Welcome leaves once the session has
+  // its credits, as a worker listed right after it would expect.
   KickList kicks;
-  absl::MutexLock lock(&mu_);
-  if (draining_) {
-    return absl::UnavailableError(
-        "the broker is shutting down; reconnect later");
-  }
-  const absl::Time now = clock_->Now();
-  const uint64_t handle = next_handle_++;
-  Session& session = sessions_[handle];
-  session.handle = handle;
-  session.session_id = RandomHex(8);
-  session.identity = std::move(identity);
-  session.sink = std::move(sink);
-  session.hungry_in.assign(session.identity.queues.size(), false);
-  session.connected_at = now;
-  session.last_seen = now;
-  kicks.Add(session.sink);
-
-  v1::ServerMessage welcome;
-  welcome.mutable_welcome()->set_session_id(session.session_id);
-  ToProto(options_.policy.lease_ttl / 3,
-          welcome.mutable_welcome()->mutable_heartbeat_interval());
-  ToProto(options_.policy.lease_ttl,
-          welcome.mutable_welcome()->mutable_lease_ttl());
-  welcome.mutable_welcome()->set_accepts_batches(true);
-  welcome.mutable_welcome()->set_max_output_bytes(
-      static_cast<uint64_t>(options_.policy.max_payload_bytes));
-  session.sink->Push(std::move(welcome));
-
+  uint64_t handle;
   int resumed = 0;
-  for (const HeldLease& h : held) {
-    auto known = leases_.find(h.token);
-    if (known != leases_.end() && known->second.job_id != h.job_id) {
-      SendLeaseLost(handle, h.job_id, h.token,
-                    "the lease token belongs to another job", kicks);
-      continue;
+  // Held leases the broker does not know: was their result stored (before
+  // a restart, say)? That takes a store read, done without the lock.
+  std::vector<HeldLease> unknown;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return absl::UnavailableError(
+          "the broker is shutting down; reconnect later");
     }
-    auto pending = acks_.find(h.token);
-    if (pending != acks_.end()) {
+    const absl::Time now = clock_->Now();
+    handle = next_handle_++;
+    StreamSession& session =
+        sessions_.Add(handle, std::move(identity), std::move(sink), now);
+    session.sink->Push(WelcomeEvent{
+        session.session_id, options_.policy.lease_ttl / 3,
+        options_.policy.lease_ttl, options_.policy.max_payload_bytes});
+    kicks.Add(session.sink);
+
+    for (HeldLease& h : held) {
+      const LeaseState* known = leases_.Find(h.token);
+      if (known != nullptr && known->job_id != h.job_id) {
+        SendLeaseLost(handle, h.job_id, h.token,
+                      "the lease token belongs to another job", kicks);
+        continue;
+      }
       // Its result is being stored right now: acknowledge it here.
-      pending->second = handle;
+      if (leases_.RetargetAck(h.token, handle)) continue;
+      std::string why;
+      LeaseState* lease = FindLease(h.token, handle, &why);
+      if (lease == nullptr) {
+        // The worker will resend a result that was stored; we ack it.
+        if (leases_.RecentResult(h.token) != nullptr) continue;
+        if (known == nullptr && h.job_id != 0) {
+          unknown.push_back(std::move(h));
+          continue;
+        }
+        SendLeaseLost(handle, h.job_id, h.token, why, kicks);
+        continue;
+      }
+      leases_.SetDeadline(h.token, *lease, now + lease->ttl);
+      ++resumed;
+    }
+  }
+
+  // After a broker restart the recent results are gone; the job row
+  // remembers the token of the last stored result.
+  std::vector<absl::StatusOr<JobRecord>> rows;
+  rows.reserve(unknown.size());
+  for (const HeldLease& h : unknown) {
+    rows.push_back(store_->GetJob(h.job_id, false));
+  }
+
+  absl::MutexLock lock(&mu_);
+  StreamSession* session = sessions_.Find(handle);
+  if (session == nullptr) return handle;  // closed meanwhile
+  for (size_t i = 0; i < unknown.size(); ++i) {
+    const HeldLease& h = unknown[i];
+    const absl::StatusOr<JobRecord>& job = rows[i];
+    if (job.ok() && job->result_token == h.token) {
+      leases_.RememberResult(h.token, job->id, job->state);
       continue;
     }
-    std::string why;
-    LeaseState* lease = FindLease(h.token, handle, &why);
-    if (lease == nullptr) {
-      if (ResultStored(h)) continue;  // the worker will resend; we ack it
-      SendLeaseLost(handle, h.job_id, h.token, why, kicks);
-      continue;
-    }
-    SetDeadline(h.token, *lease, now + lease->ttl);
-    ++resumed;
+    SendLeaseLost(handle, h.job_id, h.token, kUnknownLease, kicks);
   }
   spdlog::info(
       "worker connected worker_id={} session_id={} hostname={} peer={} "
       "queues={} credits={} resumed_leases={}",
-      session.identity.worker_id, session.session_id, session.identity.hostname,
-      session.identity.peer, absl::StrJoin(session.identity.queues, ","),
-      initial_credits, resumed);
+      session->identity.worker_id, session->session_id,
+      session->identity.hostname, session->identity.peer,
+      absl::StrJoin(session->identity.queues, ","), initial_credits, resumed);
   if (initial_credits > 0) {
-    GrantCredits(session, initial_credits, /*reset=*/false, kicks);
+    GrantCredits(*session, initial_credits, /*reset=*/false, kicks);
   }
   return handle;
 }
 
-void Broker::GrantCredits(Session& session, int64_t credits, bool reset,
+void Broker::GrantCredits(Taker& taker, int64_t credits, bool reset,
                           KickList& kicks) {
-  // A reset may lower the count; a session with none is skipped (lazily)
-  // when it comes up in a queue's hungry list.
-  if (reset) ++session.credit_epoch;
-  session.credits =
-      std::min((reset ? 0 : session.credits) + credits, options_.max_credits);
-  MarkHungry(session);
-  // Dispatch adds and removes no session: `session` stays valid.
-  for (const std::string& queue : session.identity.queues) {
+  // A reset may lower the count; a taker with none is skipped (lazily)
+  // when it comes up in a queue's line.
+  if (reset) ++taker.credit_epoch;
+  taker.credits =
+      std::min((reset ? 0 : taker.credits) + credits, options_.max_credits);
+  dispatcher_.MarkHungry(taker);
+  // Dispatch adds and removes no taker: `taker` stays valid.
+  for (const std::string& queue : taker.identity.queues) {
     Dispatch(queue, kicks);
   }
 }
@@ -876,60 +753,59 @@ void Broker::GrantCredits(Session& session, int64_t credits, bool reset,
 void Broker::AddCredit(uint64_t handle, int64_t credits, bool reset) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end() || credits < 0) return;
-  it->second.last_seen = clock_->Now();
-  GrantCredits(it->second, credits, reset, kicks);
+  StreamSession* session = sessions_.Find(handle);
+  if (session == nullptr || credits < 0) return;
+  session->last_seen = clock_->Now();
+  GrantCredits(*session, credits, reset, kicks);
 }
 
-void Broker::Heartbeat(uint64_t handle, const v1::Heartbeat& heartbeat) {
+void Broker::Heartbeat(uint64_t handle, const HeartbeatReport& heartbeat) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end()) return;
+  StreamSession* session = sessions_.Find(handle);
+  if (session == nullptr) return;
   const absl::Time now = clock_->Now();
-  it->second.last_seen = now;
-  for (const std::string& token : heartbeat.lease_tokens()) {
+  session->last_seen = now;
+  for (const std::string& token : heartbeat.lease_tokens) {
     ExtendLease(handle, token, now, kicks);
   }
-  for (const v1::ProgressUpdate& update : heartbeat.progress()) {
-    LeaseState* lease = ExtendLease(handle, update.lease_token(), now, kicks);
+  for (const HeartbeatReport::WithProgress& update : heartbeat.progress) {
+    LeaseState* lease = ExtendLease(handle, update.lease_token, now, kicks);
     if (lease != nullptr) {
-      RecordProgress(*lease, update.lease_token(), update.progress(), nullptr);
+      RecordProgress(*lease, update.lease_token, update.progress, nullptr);
     }
   }
 }
 
-Broker::LeaseState* Broker::ExtendLease(uint64_t handle,
-                                        const std::string& token,
-                                        absl::Time now, KickList& kicks) {
+LeaseState* Broker::ExtendLease(uint64_t handle, const std::string& token,
+                                absl::Time now, KickList& kicks) {
   std::string why;
   LeaseState* lease = FindLease(token, handle, &why);
   if (lease == nullptr) {
     // A result for it is being stored: the heartbeat is moot, not lost.
-    if (acks_.contains(token)) return nullptr;
-    auto recent = recent_.find(token);
-    SendLeaseLost(handle, recent == recent_.end() ? 0 : recent->second.job_id,
-                  token, why, kicks);
+    if (leases_.AckPending(token)) return nullptr;
+    const LeaseTable::Recent* recent = leases_.RecentResult(token);
+    SendLeaseLost(handle, recent == nullptr ? 0 : recent->job_id, token, why,
+                  kicks);
     return nullptr;
   }
-  SetDeadline(token, *lease, now + lease->ttl);
+  leases_.SetDeadline(token, *lease, now + lease->ttl);
   return lease;
 }
 
 void Broker::RecordProgress(const LeaseState& lease, const std::string& token,
-                            const v1::Progress& progress,
+                            const Progress& progress,
                             ResultCallback<JobRecord> done) {
-  std::string message = progress.message().substr(0, kMaxProgressMessage);
+  std::string message = progress.message.substr(0, kMaxProgressMessage);
   const int32_t percent =
-      static_cast<int32_t>(std::min<uint32_t>(progress.percent(), 100));
+      static_cast<int32_t>(std::min<uint32_t>(progress.percent, 100));
   store_->SetProgress(
       lease.job_id, token, percent, std::move(message), clock_->Now(),
       [this, done = std::move(done)](absl::StatusOr<JobRecord> job) mutable {
         if (job.ok()) {
           KickList kicks;
           absl::MutexLock lock(&mu_);
-          Notify(*job, kicks);
+          Changed(*job, kicks);
         }
         if (done != nullptr) std::move(done)(std::move(job));
       });
@@ -939,14 +815,13 @@ void Broker::Complete(uint64_t handle, std::string token, Outcome outcome,
                       int64_t credits) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end()) return;
-  Session& session = it->second;
+  StreamSession* session = sessions_.Find(handle);
+  if (session == nullptr) return;
   const absl::Time now = clock_->Now();
-  session.last_seen = now;
+  session->last_seen = now;
   EndReportedAttempt(handle, token, std::move(outcome), now, kicks);
   // Nothing above adds or removes a session: `session` is still valid.
-  if (credits > 0) GrantCredits(session, credits, /*reset=*/false, kicks);
+  if (credits > 0) GrantCredits(*session, credits, /*reset=*/false, kicks);
 }
 
 void Broker::EndReportedAttempt(uint64_t handle, const std::string& token,
@@ -955,58 +830,41 @@ void Broker::EndReportedAttempt(uint64_t handle, const std::string& token,
   std::string why;
   LeaseState* lease = FindLease(token, handle, &why);
   if (lease == nullptr) {
-    auto recent = recent_.find(token);
-    auto pending = acks_.find(token);
-    if (recent != recent_.end()) {
+    if (const LeaseTable::Recent* recent = leases_.RecentResult(token)) {
       // A result resent after a reconnect: it was stored the first time.
-      SendResultAck(handle, token, recent->second.job_id, recent->second.state,
-                    kicks);
-    } else if (pending != acks_.end()) {
-      // Resent while the first copy is being written: ack it here.
-      pending->second = handle;
-    } else {
+      sessions_.Send(handle,
+                     ResultAckedEvent{token, recent->job_id, recent->state},
+                     kicks);
+    } else if (!leases_.RetargetAck(token, handle)) {
+      // (Resent while the first copy is being written: acked here, then.)
       SendLeaseLost(handle, 0, token, why, kicks);
     }
     return;
   }
   const int64_t job_id = lease->job_id;
-  acks_[token] = handle;
+  leases_.SetAckTarget(token, handle);
   EndAttempt(
       token, *lease, std::move(outcome), /*reported=*/true, now,
       [this, token, job_id](const absl::StatusOr<JobRecord>& job,
                             KickList& kicks) {
         mu_.AssertHeld();
-        auto ack = acks_.find(token);
-        const uint64_t handle = ack == acks_.end() ? 0 : ack->second;
-        if (ack != acks_.end()) acks_.erase(ack);
+        const uint64_t handle = leases_.TakeAckTarget(token);
         if (job.ok()) {
-          SendResultAck(handle, token, job_id, job->state, kicks);
+          sessions_.Send(handle, ResultAckedEvent{token, job_id, job->state},
+                         kicks);
         } else if (LeaseGone(job.status())) {
           SendLeaseLost(handle, job_id, token, job.status().message(), kicks);
-        } else {
+        } else if (StreamSession* session = sessions_.Find(handle)) {
           // Not stored: end the stream so the worker reconnects and
           // sends the result again. The session ends with it: a job
           // dispatched to it now would be dropped by the closing stream and
           // its lease left to expire.
-          auto it = sessions_.find(handle);
-          if (it != sessions_.end()) {
-            it->second.sink->Close(absl::UnavailableError(absl::StrCat(
-                "could not store the result: ", job.status().message())));
-            kicks.Add(it->second.sink);
-            EndSession(handle);
-          }
+          session->sink->Close(absl::UnavailableError(absl::StrCat(
+              "could not store the result: ", job.status().message())));
+          kicks.Add(session->sink);
+          EndSession(handle);
         }
       });
-}
-
-void Broker::SendResultAck(uint64_t handle, const std::string& token,
-                           int64_t job_id, JobState state, KickList& kicks) {
-  v1::ServerMessage msg;
-  v1::ResultAck* ack = msg.mutable_result_ack();
-  ack->set_lease_token(token);
-  ack->set_job_id(FormatJobId(job_id));
-  ack->set_state(ToProto(state));
-  Send(handle, std::move(msg), kicks);
 }
 
 void Broker::CloseSession(uint64_t handle) {
@@ -1015,51 +873,24 @@ void Broker::CloseSession(uint64_t handle) {
 }
 
 void Broker::EndSession(uint64_t handle) {
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end()) return;
-  int orphaned = 0;
-  for (auto& [token, lease] : leases_) {
-    if (lease.session == handle && lease.phase != LeasePhase::kGranting) {
-      lease.session = 0;
-      ++orphaned;
-    }
-  }
+  StreamSession* session = sessions_.Find(handle);
+  if (session == nullptr) return;
+  const int orphaned = leases_.Orphan(handle);
   spdlog::info("worker disconnected worker_id={} session_id={} leases_kept={}",
-               it->second.identity.worker_id, it->second.session_id, orphaned);
-  RemoveSession(handle);
-}
-
-void Broker::RemoveSession(uint64_t handle) {
-  sessions_.erase(handle);
-  unary_sessions_.erase(handle);
+               session->identity.worker_id, session->session_id, orphaned);
+  sessions_.Remove(handle);
 }
 
 std::vector<WorkerSnapshot> Broker::ListWorkers() {
   absl::MutexLock lock(&mu_);
-  std::vector<WorkerSnapshot> workers;
-  for (const auto& [handle, session] : sessions_) {
-    if (session.unary) continue;
-    WorkerSnapshot snapshot;
-    snapshot.identity = session.identity;
-    snapshot.session_id = session.session_id;
-    snapshot.credits = session.credits;
-    snapshot.leases = session.leases;
-    snapshot.connected_at = session.connected_at;
-    snapshot.last_seen = session.last_seen;
-    workers.push_back(std::move(snapshot));
-  }
-  std::sort(workers.begin(), workers.end(),
-            [](const WorkerSnapshot& a, const WorkerSnapshot& b) {
-              return a.connected_at < b.connected_at;
-            });
-  return workers;
+  return sessions_.Snapshot();
 }
 
 // ----------------------------------------------------------- unary API
 
 uint64_t Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
                        absl::Time deadline,
-                       ResultCallback<std::vector<v1::Assignment>> done) {
+                       ResultCallback<std::vector<Assignment>> done) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
   if (draining_) {
@@ -1070,54 +901,44 @@ uint64_t Broker::Lease(WorkerIdentity identity, int64_t max_jobs,
     return 0;
   }
   const uint64_t handle = next_handle_++;
-  Session& session = sessions_[handle];
-  session.handle = handle;
-  session.identity = std::move(identity);
-  session.unary = true;
-  session.deadline = deadline;
-  session.unary_done = std::move(done);
-  session.hungry_in.assign(session.identity.queues.size(), false);
-  session.connected_at = session.last_seen = clock_->Now();
-  unary_sessions_.insert(handle);
-  GrantCredits(session, max_jobs, /*reset=*/true, kicks);
-  // Dispatching adds and removes no session: `session` is still valid.
-  FinishUnaryIfDone(session, kicks);
-  return sessions_.contains(handle) ? handle : 0;  // 0: finished at once
+  LongPoll& poll =
+      polls_.Add(handle, std::move(identity), deadline, std::move(done));
+  GrantCredits(poll, max_jobs, /*reset=*/true, kicks);
+  // Dispatching adds and removes no taker: `poll` is still valid.
+  FinishPollIfDone(poll, kicks);
+  return polls_.Find(handle) != nullptr ? handle : 0;  // 0: finished at once
 }
 
 void Broker::CancelLease(uint64_t handle) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  auto it = sessions_.find(handle);
-  if (it == sessions_.end() || !it->second.unary) return;
-  Session& session = it->second;
-  // Leases still being written find no session when they land, and are
+  LongPoll* poll = polls_.Find(handle);
+  if (poll == nullptr) return;
+  // Leases still being written find no taker when they land, and are
   // put back then (OnGranted). One that expired or was cancelled meanwhile
   // is already on its way out.
   std::vector<std::string> tokens;
-  for (const v1::Assignment& assignment : session.assignments) {
-    tokens.push_back(assignment.lease_token());
+  for (const Assignment& assignment : poll->assignments) {
+    tokens.push_back(assignment.lease_token);
   }
   const int put_back = ReleaseActive(tokens);
   spdlog::info(
       "lease call ended by its caller (cancelled, deadline or disconnect) "
       "worker_id={} jobs_put_back={} "
       "leases_in_flight={}",
-      session.identity.worker_id, put_back, session.granting);
-  kicks.Defer([done = std::move(session.unary_done)]() mutable {
+      poll->identity.worker_id, put_back, poll->granting);
+  kicks.Defer([done = std::move(poll->done)]() mutable {
     std::move(done)(absl::CancelledError("the caller went away"));
   });
-  RemoveSession(handle);
+  polls_.Remove(handle);
 }
 
 int Broker::ReleaseActive(const std::vector<std::string>& tokens) {
   int put_back = 0;
   for (const std::string& token : tokens) {
-    auto lease = leases_.find(token);
-    if (lease == leases_.end() || lease->second.phase != LeasePhase::kActive) {
-      continue;
-    }
-    ReleaseUndelivered(lease->first, lease->second);
+    LeaseState* lease = leases_.Find(token);
+    if (lease == nullptr || lease->phase != LeasePhase::kActive) continue;
+    ReleaseUndelivered(token, *lease);
     ++put_back;
   }
   return put_back;
@@ -1132,8 +953,7 @@ void Broker::PutBackUndelivered(const std::vector<std::string>& tokens) {
       tokens.size(), put_back);
 }
 
-void Broker::HeartbeatLease(std::string token,
-                            std::optional<v1::Progress> progress,
+void Broker::HeartbeatLease(std::string token, std::optional<Progress> progress,
                             ResultCallback<absl::Time> done) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
@@ -1147,7 +967,7 @@ void Broker::HeartbeatLease(std::string token,
     return;
   }
   const absl::Time deadline = clock_->Now() + lease->ttl;
-  SetDeadline(token, *lease, deadline);
+  leases_.SetDeadline(token, *lease, deadline);
   if (!progress.has_value()) {
     kicks.Defer([done = std::move(done), deadline]() mutable {
       std::move(done)(deadline);
@@ -1172,10 +992,10 @@ void Broker::CompleteLease(std::string token, Outcome outcome,
   std::string why;
   LeaseState* lease = FindLease(token, 0, &why);
   if (lease == nullptr) {
-    auto recent = recent_.find(token);
+    const LeaseTable::Recent* recent = leases_.RecentResult(token);
     absl::StatusOr<JobState> answer =
-        recent != recent_.end()
-            ? absl::StatusOr<JobState>(recent->second.state)
+        recent != nullptr
+            ? absl::StatusOr<JobState>(recent->state)
             : absl::FailedPreconditionError(absl::StrCat("lease lost: ", why));
     kicks.Defer([done = std::move(done), answer]() mutable {
       std::move(done)(answer);
@@ -1202,40 +1022,29 @@ void Broker::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
 
-  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    const std::string token = deadlines_.begin()->second;
-    LeaseState& lease = leases_[token];
+  while (std::optional<std::string> token = leases_.FirstExpired(now)) {
+    LeaseState& lease = *leases_.Find(*token);
     spdlog::warn("lease expired job_id={} queue={} worker_id={} attempt={}",
                  lease.job_id, lease.queue, lease.worker_id, lease.attempt);
-    SendLeaseLost(lease.session, lease.job_id, token,
+    observer_->LeaseExpired(lease.job_id, lease.queue, lease.worker_id,
+                            lease.attempt);
+    SendLeaseLost(lease.session, lease.job_id, *token,
                   "the lease expired: no heartbeat within its TTL", kicks);
     Outcome outcome;
     outcome.error = absl::StrCat("lease expired: worker ", lease.worker_id,
                                  " sent no heartbeat within ",
                                  absl::FormatDuration(lease.ttl));
-    EndAttempt(token, lease, std::move(outcome), /*reported=*/false, now,
+    EndAttempt(*token, lease, std::move(outcome), /*reported=*/false, now,
                [](const absl::StatusOr<JobRecord>&, KickList&) {});
   }
 
   if (next_scheduled_ <= now && !promoting_) PromoteDue(now);
   if (now >= next_retention_ && !deleting_expired_) DeleteExpired(now);
 
-  const std::vector<uint64_t> unary(unary_sessions_.begin(),
-                                    unary_sessions_.end());
-  for (uint64_t handle : unary) {
-    auto it = sessions_.find(handle);
-    if (it != sessions_.end()) FinishUnaryIfDone(it->second, kicks);
+  for (uint64_t handle : polls_.Handles()) {
+    if (LongPoll* poll = polls_.Find(handle)) FinishPollIfDone(*poll, kicks);
   }
-
-  std::vector<uint64_t> expired;
-  for (const auto& [handle, watcher] : watchers_) {
-    if (watcher.deadline <= now) expired.push_back(handle);
-  }
-  for (uint64_t handle : expired) {
-    watchers_[handle].sink->Close(absl::OkStatus());
-    kicks.Add(watchers_[handle].sink);
-    RemoveWatcher(handle);
-  }
+  watchers_.ExpireDue(now, kicks);
 }
 
 absl::Time Broker::NextTickTime() {
@@ -1246,19 +1055,9 @@ absl::Time Broker::NextTickTime() {
   absl::Time next = absl::InfiniteFuture();
   if (!promoting_) next = std::min(next, next_scheduled_);
   if (!deleting_expired_) next = std::min(next, next_retention_);
-  if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
-  for (uint64_t handle : unary_sessions_) {
-    auto it = sessions_.find(handle);
-    // A call with a lease being written is answered when the write lands
-    // (OnGranted), not by a tick: its deadline, even past, is no reason
-    // to wake the ticker.
-    if (it != sessions_.end() && it->second.granting == 0) {
-      next = std::min(next, it->second.deadline);
-    }
-  }
-  for (const auto& [handle, watcher] : watchers_) {
-    next = std::min(next, watcher.deadline);
-  }
+  next = std::min(next, leases_.NextDeadline());
+  next = std::min(next, polls_.NextDeadline());
+  next = std::min(next, watchers_.NextDeadline());
   return next;
 }
 
@@ -1280,11 +1079,12 @@ void Broker::PromoteDue(absl::Time now) {
           next_scheduled_ = clock_->Now() + kStorageRetry;
           return;
         }
+        observer_->JobsPromoted(*promoted);
         absl::flat_hash_set<std::string> queues;
         for (const JobKey& key : *promoted) {
-          AddReady(key);
+          dispatcher_.AddReady(key.queue, Dispatcher::KeyOf(key));
           queues.insert(key.queue);
-          if (watchers_of_job_.contains(key.id)) {
+          if (watchers_.Watched(key.id)) {
             // Watchers want the whole job. The read runs before any later
             // callback, so it can only see this state or a newer one; a
             // newer one is deduplicated when its own callback notifies.
@@ -1293,7 +1093,7 @@ void Broker::PromoteDue(absl::Time now) {
               if (!job.ok()) return;
               KickList kicks;
               absl::MutexLock lock(&mu_);
-              Notify(*job, kicks);
+              watchers_.Notify(*job, kicks);
             });
           }
         }
@@ -1349,31 +1149,18 @@ void Broker::Drain(absl::string_view reason) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
   draining_ = true;
-  std::vector<uint64_t> handles;
-  for (auto& [handle, session] : sessions_) handles.push_back(handle);
-  for (uint64_t handle : handles) {
-    auto it = sessions_.find(handle);
-    if (it == sessions_.end()) continue;
-    Session& session = it->second;
-    if (session.unary) {
-      FinishUnaryIfDone(session, kicks);
-      continue;
-    }
-    v1::ServerMessage msg;
-    msg.mutable_drain()->set_reason(std::string(reason));
-    session.sink->Push(std::move(msg));
-    kicks.Add(session.sink);
+  const std::vector<uint64_t> polls = polls_.Handles();
+  for (uint64_t handle : polls) {
+    if (LongPoll* poll = polls_.Find(handle)) FinishPollIfDone(*poll, kicks);
   }
-  std::vector<uint64_t> watchers;
-  for (const auto& [handle, watcher] : watchers_) watchers.push_back(handle);
-  for (uint64_t handle : watchers) {
-    watchers_[handle].sink->Close(
-        absl::UnavailableError(absl::StrCat("the broker is ", reason)));
-    kicks.Add(watchers_[handle].sink);
-    RemoveWatcher(handle);
+  const std::vector<uint64_t> sessions = sessions_.Handles();
+  for (uint64_t handle : sessions) {
+    sessions_.Send(handle, DrainEvent{std::string(reason)}, kicks);
   }
+  watchers_.CloseAll(
+      absl::UnavailableError(absl::StrCat("the broker is ", reason)), kicks);
   spdlog::info("broker draining reason=\"{}\" workers={}", reason,
-               handles.size());
+               polls.size() + sessions.size());
 }
 
 }  // namespace ferry

@@ -1,4 +1,4 @@
-#include "server/token.h"
+#include "server/core/token.h"
 
 #include <sys/random.h>
 

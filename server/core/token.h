@@ -1,5 +1,5 @@
-#ifndef FERRY_SERVER_TOKEN_H_
-#define FERRY_SERVER_TOKEN_H_
+#ifndef FERRY_SERVER_CORE_TOKEN_H_
+#define FERRY_SERVER_CORE_TOKEN_H_
 
 #include <string>
 
@@ -11,4 +11,4 @@ std::string RandomHex(int bytes);
 
 }  // namespace ferry
 
-#endif  // FERRY_SERVER_TOKEN_H_
+#endif  // FERRY_SERVER_CORE_TOKEN_H_

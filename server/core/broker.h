@@ -1,8 +1,7 @@
-#ifndef FERRY_SERVER_BROKER_H_
-#define FERRY_SERVER_BROKER_H_
+#ifndef FERRY_SERVER_CORE_BROKER_H_
+#define FERRY_SERVER_CORE_BROKER_H_
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -10,9 +9,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_set.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
@@ -20,9 +16,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
-#include "ferry/v1/workers.pb.h"
-#include "server/sink.h"
-#include "server/validate.h"
+#include "server/core/dispatcher.h"
+#include "server/core/events.h"
+#include "server/core/job_policy.h"
+#include "server/core/lease_table.h"
+#include "server/core/long_polls.h"
+#include "server/core/observer.h"
+#include "server/core/sessions.h"
+#include "server/core/watchers.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -53,32 +54,6 @@ struct BrokerOptions {
   int64_t max_lease_response_bytes = 3 << 20;
 };
 
-// Who a worker session says it is (from its Hello).
-struct WorkerIdentity {
-  std::string worker_id;
-  std::string hostname;
-  uint32_t pid = 0;
-  std::string version;
-  std::vector<std::string> queues;
-  Labels labels;
-  std::string peer;
-};
-
-struct HeldLease {
-  int64_t job_id = 0;
-  std::string token;
-};
-
-// A connected worker, for ListWorkers.
-struct WorkerSnapshot {
-  WorkerIdentity identity;
-  std::string session_id;
-  int64_t credits = 0;
-  int64_t leases = 0;
-  absl::Time connected_at;
-  absl::Time last_seen;
-};
-
 struct QueueSnapshot {
   std::string name;
   bool paused = false;
@@ -86,21 +61,18 @@ struct QueueSnapshot {
   absl::Duration oldest_queued_age;
 };
 
-// How a worker ended an attempt.
-struct Outcome {
-  bool success = false;
-  std::string output;  // success
-  std::string error;   // failure
-  bool retryable = true;
-};
-
-using WorkerSink = Sink<v1::ServerMessage>;
-using JobSink = Sink<JobRecord>;
-
 // The broker core: the in-memory mirror of what is ready and what is leased,
 // dispatch to workers, leases and their expiry, retries, delayed jobs,
 // cancellation, watchers and retention. Every change goes through the Store;
 // memory follows the committed result ("memory mirrors, disk decides").
+//
+// It is a thin sequencer over its parts, each with its own state and
+// invariants: the Dispatcher (ready jobs, paused queues, takers waiting for
+// work), the LeaseTable (leases, deadlines, results recently stored), the
+// SessionTable (worker streams and their credits), LongPolls (waiting unary
+// Lease calls) and Watchers. One mutex guards them all; the store is never
+// read under it. It speaks in plain events (events.h), never in protobuf or
+// gRPC: server/ turns those into messages.
 //
 // Thread-safe. Methods that change jobs complete through a callback that runs
 // once the change is durable (on the store's completion thread); callbacks must
@@ -112,8 +84,10 @@ using JobSink = Sink<JobRecord>;
 // thread, tests after advancing a fake clock.
 class Broker {
  public:
-  // `store` and `clock` are not owned and must outlive the broker.
-  Broker(Store* store, const Clock* clock, BrokerOptions options);
+  // `store`, `clock` and `observer` (nullptr: none) are not owned and must
+  // outlive the broker.
+  Broker(Store* store, const Clock* clock, BrokerOptions options,
+         BrokerObserver* observer = nullptr);
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
@@ -139,7 +113,7 @@ class Broker {
   // Sends `sink` the job as it is now, then after each state change, and
   // closes it OK after a terminal state, NOT_FOUND if the job is deleted,
   // and OK at `deadline` (InfiniteFuture for none). Returns a handle for
-  // Unwatch, or NOT_FOUND.
+  // Unwatch (0 if the job was terminal already), or NOT_FOUND.
   absl::StatusOr<uint64_t> Watch(int64_t id, std::shared_ptr<JobSink> sink,
                                  absl::Time deadline);
   // Stops updates to a watcher (the client went away). Idempotent.
@@ -166,8 +140,8 @@ class Broker {
   // Adds `credits` to the session's, or sets them when `reset`.
   void AddCredit(uint64_t session, int64_t credits, bool reset = false);
   // Extends the listed leases; records progress when given.
-  void Heartbeat(uint64_t session, const v1::Heartbeat& heartbeat);
-  // Ends the attempt; the session gets a ResultAck once it is durable, or
+  void Heartbeat(uint64_t session, const HeartbeatReport& heartbeat);
+  // Ends the attempt; the session gets a ResultAcked once it is durable, or
   // LeaseLost if the token is not the job's current lease. `credits` come
   // back with the result (Result.credits), as if AddCredit followed.
   void Complete(uint64_t session, std::string token, Outcome outcome,
@@ -182,7 +156,7 @@ class Broker {
   // the first one. Completes with the assignments (maybe none). Returns a
   // handle for CancelLease while the call waits, 0 if it completed at once.
   uint64_t Lease(WorkerIdentity identity, int64_t max_jobs, absl::Time deadline,
-                 ResultCallback<std::vector<v1::Assignment>> done);
+                 ResultCallback<std::vector<Assignment>> done);
   // The caller of Lease `handle` went away: stop holding jobs for it, put
   // back (QUEUED, attempt undone) what was leased for it and not yet
   // delivered, and complete its call CANCELLED. No-op once it completed.
@@ -194,7 +168,7 @@ class Broker {
   void PutBackUndelivered(const std::vector<std::string>& tokens);
   // Extends the lease `token` (and records progress if given). Returns the
   // new deadline, or FAILED_PRECONDITION if the lease is lost.
-  void HeartbeatLease(std::string token, std::optional<v1::Progress> progress,
+  void HeartbeatLease(std::string token, std::optional<Progress> progress,
                       ResultCallback<absl::Time> done);
   // Ends the attempt held under `token`; returns the job's new state.
   void CompleteLease(std::string token, Outcome outcome,
@@ -215,130 +189,54 @@ class Broker {
   void Drain(absl::string_view reason);
 
  private:
-  // Ready jobs order: higher priority first, then earlier run_at, then id.
-  struct ReadyKey {
-    int32_t neg_priority;
-    int64_t run_at_us;
-    int64_t id;
-    friend bool operator<(const ReadyKey& a, const ReadyKey& b) {
-      if (a.neg_priority != b.neg_priority)
-        return a.neg_priority < b.neg_priority;
-      if (a.run_at_us != b.run_at_us) return a.run_at_us < b.run_at_us;
-      return a.id < b.id;
-    }
-  };
-  struct QueueState {
-    absl::btree_set<ReadyKey> ready;
-    // Sessions that may have credit; checked lazily when popped.
-    std::deque<uint64_t> hungry;
-    bool paused = false;
-  };
-  enum class LeasePhase {
-    kGranting,  // lease write queued; the worker does not know it yet
-    kActive,    // the worker holds it
-    kEnding,    // a result or expiry is being written
-  };
-  struct LeaseState {
-    int64_t job_id = 0;  // 0 while a direct-at-submit insert is pending
-    std::string queue;
-    uint64_t session = 0;  // 0: no live session (disconnected or unary)
-    std::string worker_id;
-    LeasePhase phase = LeasePhase::kGranting;
-    int32_t attempt = 0;
-    int32_t max_attempts = 1;
-    absl::Duration ttl;
-    absl::Duration initial_backoff;
-    absl::Duration max_backoff;
-    absl::Time deadline;
-    // The session's credit_epoch when the lease took its credit.
-    uint64_t credit_epoch = 0;
-  };
-  struct Session {
-    uint64_t handle = 0;
-    std::string session_id;
-    WorkerIdentity identity;
-    std::shared_ptr<WorkerSink> sink;
-    int64_t credits = 0;
-    int64_t leases = 0;    // active and granting leases held
-    int64_t granting = 0;  // lease writes in flight
-    // Counts the worker's credit resets: a lease write that fails gives its
-    // credit back only if no reset came since it was granted.
-    uint64_t credit_epoch = 0;
-    // hungry_in[i]: the session is in queues_[identity.queues[i]].hungry.
-    std::vector<bool> hungry_in;
-    absl::Time connected_at;
-    absl::Time last_seen;
-    // Unary long-poll sessions: finished when their leases are granted or
-    // at `deadline`.
-    bool unary = false;
-    absl::Time deadline = absl::InfiniteFuture();
-    std::vector<v1::Assignment> assignments;
-    int64_t assignment_bytes = 0;  // ByteSizeLong of `assignments`
-    ResultCallback<std::vector<v1::Assignment>> unary_done;
-  };
-  struct Watcher {
-    int64_t job_id = 0;
-    std::shared_ptr<JobSink> sink;
-    absl::Time deadline = absl::InfiniteFuture();
-    JobRecord last;  // what it was last sent, to drop repeats
-  };
-
-  struct RecentResult {
-    int64_t job_id = 0;
-    JobState state = JobState::kSucceeded;
-  };
   // Runs under mu_ once an attempt's end is committed (or failed).
   using Then =
       absl::AnyInvocable<void(const absl::StatusOr<JobRecord>&, KickList&) &&>;
 
-  static ReadyKey KeyOf(int32_t priority, absl::Time run_at, int64_t id) {
-    return ReadyKey{-priority, absl::ToUnixMicros(run_at), id};
-  }
-
-  QueueState& Queue(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AddReady(const JobKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EraseReady(const std::string& queue, const ReadyKey& key)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void NoteScheduled(absl::Time run_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Memory follows a committed change of `job`: ready, scheduled, watchers.
   void Applied(const JobRecord& job, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells watchers and the observer of a committed change of `job`.
+  void Changed(const JobRecord& job, KickList& kicks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NoteScheduled(absl::Time run_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Matches ready jobs in `queue` with sessions that have credit.
+  // Matches ready jobs in `queue` with takers that have credit.
   void Dispatch(const std::string& queue, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Pops a session with credit for `queue`, or nullptr.
-  Session* PopHungry(const std::string& name, QueueState& queue)
+  // Adds `credits` (or sets them, `reset`) and dispatches to the taker.
+  void GrantCredits(Taker& taker, int64_t credits, bool reset, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MarkHungry(Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Complete's work once the session is known: acks, LeaseLost, or the end
-  // of the attempt.
-  void EndReportedAttempt(uint64_t handle, const std::string& token,
-                          Outcome outcome, absl::Time now, KickList& kicks)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Adds `credits` (or sets them, `reset`) and dispatches to the session.
-  void GrantCredits(Session& session, int64_t credits, bool reset,
-                    KickList& kicks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes one credit from `session` and records a granting lease; returns
+  // Takes one credit from `taker` and records a granting lease; returns
   // its token. `job_id` is 0 for a job not stored yet.
-  std::string Grant(Session& session, const std::string& queue, int64_t job_id)
+  std::string Grant(Taker& taker, const std::string& queue, int64_t job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Completion of a lease write (LeaseJob or a direct-at-submit insert).
   void OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
                  KickList& kicks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a granted lease to a waiting Lease call's response.
+  void DeliverToPoll(LongPoll& poll, const std::string& token,
+                     LeaseState& lease, Assignment assignment, KickList& kicks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns a credit a lease did not use (taken in `epoch`: after a reset
   // it is not returned) and dispatches again.
-  void ReturnCredit(uint64_t session, uint64_t epoch, KickList& kicks)
+  void ReturnCredit(uint64_t taker, uint64_t epoch, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishUnaryIfDone(Session& session, KickList& kicks)
+  Taker* FindTaker(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers a waiting Lease call if it is done (see LongPoll).
+  void FinishPollIfDone(LongPoll& poll, KickList& kicks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Complete's work once the session is known: acks, LeaseLost, or the end
+  // of the attempt.
+  void EndReportedAttempt(uint64_t session, const std::string& token,
+                          Outcome outcome, absl::Time now, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CloseSession's work: its leases stay, orphaned, until they expire.
-  void EndSession(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveSession(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndSession(uint64_t session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Starts writing the end of an attempt; `then` runs once it is committed.
   // `reported`: the worker sent this outcome (not an expiry); only then is
-  // the token remembered as the job's result_token and in recent_.
+  // the token remembered as the job's result_token and as a recent result.
   void EndAttempt(const std::string& token, LeaseState& lease, Outcome outcome,
                   bool reported, absl::Time now, Then then)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -352,9 +250,9 @@ class Broker {
                           absl::Time now, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordProgress(const LeaseState& lease, const std::string& token,
-                      const v1::Progress& progress,
-                      ResultCallback<JobRecord> done)
+                      const Progress& progress, ResultCallback<JobRecord> done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the lease and takes it off its taker's count.
   void DropLease(const std::string& token) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts back a lease whose worker never got its assignment: the job is
   // QUEUED again with the attempt undone.
@@ -369,28 +267,9 @@ class Broker {
   // that it is not forgotten: it ends by a result or by expiring.
   void KeepLeaseAfterFailedEnd(const std::string& token)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetDeadline(const std::string& token, LeaseState& lease,
-                   absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberResult(const std::string& token, const JobRecord& job)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True if the result for a held lease the broker no longer tracks was
-  // stored already (so the worker's resend should be acknowledged).
-  bool ResultStored(const HeldLease& held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Send(uint64_t session, v1::ServerMessage msg, KickList& kicks)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLeaseLost(uint64_t session, int64_t job_id, const std::string& token,
                      absl::string_view reason, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SendResultAck(uint64_t session, const std::string& token, int64_t job_id,
-                     JobState state, KickList& kicks)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  // Tells watchers of `job` about its new state.
-  void Notify(const JobRecord& job, KickList& kicks)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CloseWatchers(int64_t job_id, const absl::Status& status,
-                     KickList& kicks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveWatcher(uint64_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void PromoteDue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PurgeBatch(std::string queue, JobState state, int64_t total,
@@ -403,36 +282,25 @@ class Broker {
   Store* const store_;
   const Clock* const clock_;
   const BrokerOptions options_;
+  BrokerObserver* const observer_;
 
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, QueueState> queues_ ABSL_GUARDED_BY(mu_);
-  // Leases by token, and the index from job id to token.
-  absl::flat_hash_map<std::string, LeaseState> leases_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<int64_t, std::string> lease_of_job_ ABSL_GUARDED_BY(mu_);
-  // Active leases by deadline.
-  absl::btree_set<std::pair<absl::Time, std::string>> deadlines_
-      ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, Session> sessions_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<uint64_t> unary_sessions_ ABSL_GUARDED_BY(mu_);
+  Dispatcher dispatcher_ ABSL_GUARDED_BY(mu_);
+  LeaseTable leases_ ABSL_GUARDED_BY(mu_);
+  SessionTable sessions_ ABSL_GUARDED_BY(mu_){&dispatcher_};
+  LongPolls polls_ ABSL_GUARDED_BY(mu_){&dispatcher_};
+  Watchers watchers_ ABSL_GUARDED_BY(mu_);
+  // Handles of sessions, long-polls and watchers.
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
-  absl::flat_hash_map<uint64_t, Watcher> watchers_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<int64_t, std::vector<uint64_t>> watchers_of_job_
-      ABSL_GUARDED_BY(mu_);
   // Earliest run_at among SCHEDULED jobs (never later than the truth).
   absl::Time next_scheduled_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool promoting_ ABSL_GUARDED_BY(mu_) = false;
   bool deleting_expired_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_retention_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  // Recently reported results, for results resent after a reconnect.
-  absl::flat_hash_map<std::string, RecentResult> recent_ ABSL_GUARDED_BY(mu_);
-  // Stream results being written: token -> the session to acknowledge
-  // (a resend while the first is written moves the ack to the new stream).
-  absl::flat_hash_map<std::string, uint64_t> acks_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> recent_order_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ferry
 
-#endif  // FERRY_SERVER_BROKER_H_
+#endif  // FERRY_SERVER_CORE_BROKER_H_

@@ -1,5 +1,5 @@
-#ifndef FERRY_SERVER_SINK_H_
-#define FERRY_SERVER_SINK_H_
+#ifndef FERRY_SERVER_CORE_SINK_H_
+#define FERRY_SERVER_CORE_SINK_H_
 
 #include <memory>
 #include <vector>
@@ -66,4 +66,4 @@ class KickList {
 
 }  // namespace ferry
 
-#endif  // FERRY_SERVER_SINK_H_
+#endif  // FERRY_SERVER_CORE_SINK_H_

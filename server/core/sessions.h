@@ -1,0 +1,66 @@
+#ifndef FERRY_SERVER_CORE_SESSIONS_H_
+#define FERRY_SERVER_CORE_SESSIONS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "server/core/dispatcher.h"
+#include "server/core/events.h"
+#include "storage/store.h"
+
+namespace ferry {
+
+// A connected worker stream (Workers.Connect).
+struct StreamSession : Taker {
+  std::string session_id;
+  std::shared_ptr<WorkerSink> sink;
+  absl::Time connected_at;
+  absl::Time last_seen;
+};
+
+// A connected worker, for ListWorkers.
+struct WorkerSnapshot {
+  WorkerIdentity identity;
+  std::string session_id;
+  int64_t credits = 0;
+  int64_t leases = 0;
+  absl::Time connected_at;
+  absl::Time last_seen;
+};
+
+// The worker streams that are open, each registered with the dispatcher
+// while it lives. Sends a session its events.
+//
+// Not thread-safe: the broker calls it under its lock. A session's address
+// is stable until Remove.
+class SessionTable {
+ public:
+  // `dispatcher` is not owned and must outlive the table.
+  explicit SessionTable(Dispatcher* dispatcher) : dispatcher_(dispatcher) {}
+
+  // Opens a session under `handle` (new) with a random session id.
+  StreamSession& Add(uint64_t handle, WorkerIdentity identity,
+                     std::shared_ptr<WorkerSink> sink, absl::Time now);
+  // nullptr if `handle` is not an open session.
+  StreamSession* Find(uint64_t handle);
+  void Remove(uint64_t handle);
+  std::vector<uint64_t> Handles() const;
+
+  // Queues `event` for the session; nothing if it is gone.
+  void Send(uint64_t handle, WorkerEvent event, KickList& kicks);
+
+  // Every session, oldest first.
+  std::vector<WorkerSnapshot> Snapshot() const;
+
+ private:
+  Dispatcher* const dispatcher_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<StreamSession>> sessions_;
+};
+
+}  // namespace ferry
+
+#endif  // FERRY_SERVER_CORE_SESSIONS_H_

@@ -1,0 +1,22 @@
+# Fails if a source of the broker core (server/core/) includes gRPC or
+# generated protobuf: the core speaks in its own events, server/ converts.
+# Run as: cmake -DDIR=<server/core> -P core_includes.cmake
+file(GLOB sources "${DIR}/*.h" "${DIR}/*.cc")
+if(NOT sources)
+  message(FATAL_ERROR "no sources found in ${DIR}")
+endif()
+set(bad "")
+foreach(source IN LISTS sources)
+  file(STRINGS "${source}" lines REGEX "^[ \t]*#[ \t]*include")
+  foreach(line IN LISTS lines)
+    if(line MATCHES "grpc|\\.pb\\.h|google/protobuf")
+      list(APPEND bad "${source}: ${line}")
+    endif()
+  endforeach()
+endforeach()
+if(bad)
+  list(JOIN bad "\n" bad)
+  message(FATAL_ERROR "the broker core must not include gRPC or protobuf:\n${bad}")
+endif()
+list(LENGTH sources count)
+message(STATUS "core_includes: ${count} core sources, none includes gRPC or protobuf")
