@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "tests/poll.h"
 
 namespace ferry::testing {
 
@@ -46,13 +47,9 @@ inline pid_t ReadPgidFile(const std::string& file) {
 // The same, once the command has written it; 0 if it has not within
 // `timeout`. No event marks the write, so this polls (bounded).
 inline pid_t AwaitPgidFile(const std::string& file, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  for (int i = 0; i < 100000; ++i) {
-    if (pid_t pgid = ReadPgidFile(file); pgid > 0) return pgid;
-    if (absl::Now() >= deadline) return 0;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return 0;
+  pid_t pgid = 0;
+  PollUntil([&] { return (pgid = ReadPgidFile(file)) > 0; }, timeout);
+  return pgid;
 }
 
 // Reaps the dead members of `pgid` that were re-parented to this process.
@@ -73,14 +70,12 @@ inline void KillGroups(const std::vector<pid_t>& groups) {
 // takes effect asynchronously and no event says a group is gone, so this
 // polls (bounded in count and time).
 inline bool GroupGone(pid_t pgid, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  for (int i = 0; i < 100000; ++i) {
-    ReapGroup(pgid);
-    if (kill(-pgid, 0) != 0 && errno == ESRCH) return true;
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return false;
+  return PollUntil(
+      [pgid] {
+        ReapGroup(pgid);
+        return kill(-pgid, 0) != 0 && errno == ESRCH;
+      },
+      timeout);
 }
 
 }  // namespace ferry::testing

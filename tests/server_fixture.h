@@ -42,6 +42,7 @@
 #include "server/server.h"
 #include "storage/store.h"
 #include "tests/fake_clock.h"
+#include "tests/poll.h"
 #include "tests/proto_test_util.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
@@ -248,13 +249,7 @@ class ServerTest : public ::testing::Test {
   // broker); a poll interval, not a wait for time to pass.
   static bool Eventually(const std::function<bool()>& condition,
                          absl::Duration timeout = kRpcTimeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (int i = 0; i < 100000; ++i) {
-      if (condition()) return true;
-      if (absl::Now() > deadline) return false;
-      absl::SleepFor(absl::Milliseconds(1));
-    }
-    return false;
+    return PollUntil(condition, timeout, absl::Milliseconds(1));
   }
 
   ServerOptions options_;

@@ -31,6 +31,7 @@
 #include "server/validate.h"
 #include "storage/store.h"
 #include "tests/fake_clock.h"
+#include "tests/poll.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 
@@ -480,13 +481,12 @@ class BrokerTest : public ::testing::Test {
   // commit, so this polls the database.
   bool AwaitStored(int64_t id,
                    const std::function<bool(const JobRecord&)>& done) {
-    const absl::Time deadline = absl::Now() + kCallbackTimeout;
-    for (int i = 0; i < 100000 && absl::Now() < deadline; ++i) {
-      absl::StatusOr<JobRecord> job = store_->GetJob(id, false);
-      if (job.ok() && done(*job)) return true;
-      absl::SleepFor(absl::Milliseconds(1));  // a poll interval
-    }
-    return false;
+    return PollUntil(
+        [&] {
+          absl::StatusOr<JobRecord> job = store_->GetJob(id, false);
+          return job.ok() && done(*job);
+        },
+        kCallbackTimeout, absl::Milliseconds(1));
   }
 
   void Tick() {
