@@ -7,21 +7,16 @@
 // --drain_timeout), then exit 0. A second one stops the running jobs at
 // once (reported failed, retryable).
 
-#include <signal.h>
-
-#include <atomic>
 #include <cstdio>
+#include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "base/broker_address.h"
-#include "base/flags_usage.h"
+#include "base/daemon.h"
 #include "base/log_format.h"
 #include "base/read_file.h"
 #include "proto/names.h"
@@ -57,8 +52,6 @@ ABSL_FLAG(std::string, log_level, "info",
 namespace ferry {
 namespace {
 
-constexpr int kExitUsage = 2;
-
 int Usage(const std::string& message) {
   std::fprintf(stderr,
                "ferry-worker: %s\nRun 'ferry-worker --help' for usage.\n",
@@ -67,7 +60,8 @@ int Usage(const std::string& message) {
 }
 
 int Run(int argc, char** argv) {
-  SetUsage(
+  const std::vector<std::string> command = ParseDaemonFlags(
+      argc, argv,
       "Runs a command for every job taken from ferryd.\n"
       "  ferry-worker --queues=Q1,Q2 [--concurrency=N] -- COMMAND [ARGS...]\n"
       "  ferry-worker --queues=Q --handlers=FILE\n"
@@ -77,12 +71,6 @@ int Run(int argc, char** argv) {
       "attempts last) with the end of stderr as the error. A stderr line\n"
       "'FERRY-PROGRESS <percent> <message>' reports progress.",
       __FILE__);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  // Debian builds Abseil with lock-order (deadlock) detection on; it costs
-  // a graph update on every lock. Tests keep it; production does not.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  std::vector<std::string> command(rest.begin() + 1, rest.end());
-
   if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
       !s.ok()) {
     return Usage(std::string(s.message()));
@@ -148,13 +136,8 @@ int Run(int argc, char** argv) {
     return Usage("give the command to run after '--', or --handlers=FILE");
   }
 
-  // Signals are taken by a thread of ours, not delivered to gRPC's.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  // Before any thread starts: the signals are taken by the SignalThread.
+  const StopSignals signals;
 
   Worker worker(options);
   for (const auto& [kind, command_for_kind] : handlers) {
@@ -169,34 +152,26 @@ int Run(int argc, char** argv) {
       worker.Handle(kind, handler);
     }
   }
-  std::atomic<bool> run_returned{false};
-  std::thread signal_thread([&worker, &run_returned, signals] {
-    // The first SIGTERM/SIGINT drains (--drain_timeout); a second stops
-    // the running jobs at once.
-    for (int received = 0; received < 2;) {
-      int number = 0;
-      if (sigwait(&signals, &number) != 0) continue;
-      if (run_returned.load()) return;
-      spdlog::info("received signal={}", strsignal(number));
-      if (++received == 1) {
-        worker.Stop();
-      } else {
-        worker.StopNow();
-      }
-    }
-  });
   spdlog::info(
       "ferry-worker starting worker_id={} broker={} queues={} concurrency={}",
       worker.worker_id(), options.broker, absl::StrJoin(options.queues, ","),
       options.concurrency);
-  absl::Status status = worker.Run();
-  // Wake the signal thread, which may still wait for a (second) signal.
-  run_returned.store(true);
-  pthread_kill(signal_thread.native_handle(), SIGTERM);
-  signal_thread.join();
+  absl::Status status;
+  {
+    // The first SIGTERM/SIGINT drains (--drain_timeout); a second stops
+    // the running jobs at once.
+    const SignalThread stopper(&signals, 2, [&worker](int received) {
+      if (received == 1) {
+        worker.Stop();
+      } else {
+        worker.StopNow();
+      }
+    });
+    status = worker.Run();
+  }
   if (!status.ok()) {
     spdlog::error("ferry-worker stopped status=\"{}\"", status.ToString());
-    return 1;
+    return kExitFailure;
   }
   spdlog::info("ferry-worker stopped");
   return 0;
