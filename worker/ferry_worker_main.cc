@@ -19,6 +19,7 @@
 #include "base/daemon.h"
 #include "base/log_format.h"
 #include "base/read_file.h"
+#include "base/status_macros.h"
 #include "proto/names.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
@@ -52,11 +53,114 @@ ABSL_FLAG(std::string, log_level, "info",
 namespace ferry {
 namespace {
 
-int Usage(const std::string& message) {
+using Handlers = std::map<std::string, std::vector<std::string>>;
+
+int Usage(absl::string_view message) {
   std::fprintf(stderr,
                "ferry-worker: %s\nRun 'ferry-worker --help' for usage.\n",
-               message.c_str());
+               std::string(message).c_str());
   return kExitUsage;
+}
+
+// The worker's options from the flags. INVALID_ARGUMENT says which is wrong.
+absl::Status WorkerOptionsFromFlags(WorkerOptions& options) {
+  options.broker = absl::GetFlag(FLAGS_broker);
+  if (options.broker.empty()) options.broker = BrokerAddressFromEnv();
+  options.queues = absl::GetFlag(FLAGS_queues);
+  if (options.queues.empty()) {
+    return absl::InvalidArgumentError("--queues is required");
+  }
+  for (const std::string& queue : options.queues) {
+    FERRY_RETURN_IF_ERROR(ValidateName("queue", queue));
+  }
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  if (options.concurrency < 1 || options.concurrency > 10000) {
+    return absl::InvalidArgumentError(
+        "--concurrency must be between 1 and 10000");
+  }
+  for (const std::string& item : absl::GetFlag(FLAGS_label)) {
+    FERRY_ASSIGN_OR_RETURN(auto label, ParseLabelFlag(item));
+    options.labels.insert(std::move(label));
+  }
+  options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (!options.worker_id.empty()) {
+    FERRY_RETURN_IF_ERROR(ValidateName("worker_id", options.worker_id));
+  }
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  return absl::OkStatus();
+}
+
+// The commands' options from the flags; sets the worker's stop_grace,
+// which follows from them.
+absl::Status CommandOptionsFromFlags(CommandOptions& command_options,
+                                     WorkerOptions& options) {
+  command_options.max_output = absl::GetFlag(FLAGS_max_output);
+  command_options.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+  // A command that ignores SIGTERM returns only after the SIGKILL: wait for
+  // it, so its "drain timeout" failure is still reported.
+  options.stop_grace = command_options.kill_grace + absl::Seconds(5);
+  if (command_options.max_output < 0) {
+    return absl::InvalidArgumentError("--max_output must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+// The command of each kind: from --handlers, or `command` (the arguments
+// after '--') for every kind.
+absl::StatusOr<Handlers> HandlersFromFlags(
+    const std::vector<std::string>& command) {
+  const std::string handlers_file = absl::GetFlag(FLAGS_handlers);
+  if (!handlers_file.empty() && !command.empty()) {
+    return absl::InvalidArgumentError(
+        "give --handlers or '-- COMMAND', not both");
+  }
+  if (handlers_file.empty()) {
+    if (command.empty()) {
+      return absl::InvalidArgumentError(
+          "give the command to run after '--', or --handlers=FILE");
+    }
+    return Handlers{{"*", command}};
+  }
+  absl::StatusOr<std::string> text = ReadFileToString(handlers_file);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--handlers: ", text.status().message()));
+  }
+  absl::StatusOr<Handlers> handlers = ParseHandlersFile(*text);
+  if (!handlers.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(handlers_file, ": ", handlers.status().message()));
+  }
+  return handlers;
+}
+
+void AddHandlers(const Handlers& handlers,
+                 const CommandOptions& command_options, Worker& worker) {
+  for (const auto& [kind, command_for_kind] : handlers) {
+    // C++17 lambdas cannot capture structured bindings: copy first.
+    std::vector<std::string> argv_for_kind = command_for_kind;
+    Handler handler = [argv_for_kind, command_options](JobContext& ctx) {
+      return RunCommand(argv_for_kind, command_options, ctx);
+    };
+    if (kind == "*") {
+      worker.HandleDefault(handler);
+    } else {
+      worker.Handle(kind, handler);
+    }
+  }
+}
+
+// Runs `worker` until a signal stops it: the first SIGTERM/SIGINT drains
+// (--drain_timeout), a second stops the running jobs at once.
+absl::Status RunUntilStopped(const StopSignals& signals, Worker& worker) {
+  const SignalThread stopper(&signals, 2, [&worker](int received) {
+    if (received == 1) {
+      worker.Stop();
+    } else {
+      worker.StopNow();
+    }
+  });
+  return worker.Run();
 }
 
 int Run(int argc, char** argv) {
@@ -73,103 +177,29 @@ int Run(int argc, char** argv) {
       __FILE__);
   if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
       !s.ok()) {
-    return Usage(std::string(s.message()));
+    return Usage(s.message());
   }
-
   WorkerOptions options;
-  options.broker = absl::GetFlag(FLAGS_broker);
-  if (options.broker.empty()) options.broker = BrokerAddressFromEnv();
-  options.queues = absl::GetFlag(FLAGS_queues);
-  if (options.queues.empty()) return Usage("--queues is required");
-  for (const std::string& queue : options.queues) {
-    if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
-      return Usage(std::string(s.message()));
-    }
-  }
-  options.concurrency = absl::GetFlag(FLAGS_concurrency);
-  if (options.concurrency < 1 || options.concurrency > 10000) {
-    return Usage("--concurrency must be between 1 and 10000");
-  }
-  for (const std::string& item : absl::GetFlag(FLAGS_label)) {
-    absl::StatusOr<std::pair<std::string, std::string>> label =
-        ParseLabelFlag(item);
-    if (!label.ok()) return Usage(std::string(label.status().message()));
-    options.labels.insert(*std::move(label));
-  }
-  options.worker_id = absl::GetFlag(FLAGS_worker_id);
-  if (!options.worker_id.empty()) {
-    if (absl::Status s = ValidateName("worker_id", options.worker_id);
-        !s.ok()) {
-      return Usage(std::string(s.message()));
-    }
-  }
-  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
-
   CommandOptions command_options;
-  command_options.max_output = absl::GetFlag(FLAGS_max_output);
-  command_options.kill_grace = absl::GetFlag(FLAGS_kill_grace);
-  // A command that ignores SIGTERM returns only after the SIGKILL: wait for
-  // it, so its "drain timeout" failure is still reported.
-  options.stop_grace = command_options.kill_grace + absl::Seconds(5);
-  if (command_options.max_output < 0) return Usage("--max_output must be >= 0");
-
-  std::map<std::string, std::vector<std::string>> handlers;
-  const std::string handlers_file = absl::GetFlag(FLAGS_handlers);
-  if (!handlers_file.empty() && !command.empty()) {
-    return Usage("give --handlers or '-- COMMAND', not both");
+  if (absl::Status s = WorkerOptionsFromFlags(options); !s.ok()) {
+    return Usage(s.message());
   }
-  if (!handlers_file.empty()) {
-    absl::StatusOr<std::string> text = ReadFileToString(handlers_file);
-    if (!text.ok()) {
-      return Usage(absl::StrCat("--handlers: ", text.status().message()));
-    }
-    absl::StatusOr<std::map<std::string, std::vector<std::string>>> parsed =
-        ParseHandlersFile(*text);
-    if (!parsed.ok()) {
-      return Usage(
-          absl::StrCat(handlers_file, ": ", parsed.status().message()));
-    }
-    handlers = *std::move(parsed);
-  } else if (!command.empty()) {
-    handlers["*"] = command;
-  } else {
-    return Usage("give the command to run after '--', or --handlers=FILE");
+  if (absl::Status s = CommandOptionsFromFlags(command_options, options);
+      !s.ok()) {
+    return Usage(s.message());
   }
+  absl::StatusOr<Handlers> handlers = HandlersFromFlags(command);
+  if (!handlers.ok()) return Usage(handlers.status().message());
 
-  // Before any thread starts: the signals are taken by the SignalThread.
+  // Before any thread starts: the signals are taken by RunUntilStopped.
   const StopSignals signals;
-
   Worker worker(options);
-  for (const auto& [kind, command_for_kind] : handlers) {
-    // C++17 lambdas cannot capture structured bindings: copy first.
-    std::vector<std::string> argv_for_kind = command_for_kind;
-    Handler handler = [argv_for_kind, command_options](JobContext& ctx) {
-      return RunCommand(argv_for_kind, command_options, ctx);
-    };
-    if (kind == "*") {
-      worker.HandleDefault(handler);
-    } else {
-      worker.Handle(kind, handler);
-    }
-  }
+  AddHandlers(*handlers, command_options, worker);
   spdlog::info(
       "ferry-worker starting worker_id={} broker={} queues={} concurrency={}",
       worker.worker_id(), options.broker, absl::StrJoin(options.queues, ","),
       options.concurrency);
-  absl::Status status;
-  {
-    // The first SIGTERM/SIGINT drains (--drain_timeout); a second stops
-    // the running jobs at once.
-    const SignalThread stopper(&signals, 2, [&worker](int received) {
-      if (received == 1) {
-        worker.Stop();
-      } else {
-        worker.StopNow();
-      }
-    });
-    status = worker.Run();
-  }
-  if (!status.ok()) {
+  if (absl::Status status = RunUntilStopped(signals, worker); !status.ok()) {
     spdlog::error("ferry-worker stopped status=\"{}\"", status.ToString());
     return kExitFailure;
   }
