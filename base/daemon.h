@@ -2,9 +2,8 @@
 #define FERRY_BASE_DAEMON_H_
 
 // The start-up every Ferry daemon (ferryd, ferry-worker) repeats: its
-// --help text, flag parsing, exit codes, and SIGTERM/SIGINT taken by a
-// thread of its own. Logging is ConfigureLogging (base/log_format.h).
-// Link absl::flags_parse and absl::flags_usage.
+// --help text, flag parsing, logging, exit codes, and SIGTERM/SIGINT taken
+// by a thread of its own. Link absl::flags_parse and absl::flags_usage.
 
 #include <pthread.h>
 #include <signal.h>
@@ -16,11 +15,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "base/flags_usage.h"
 #include "base/log_format.h"
+#include "base/status_macros.h"
 
 namespace ferry {
 
@@ -29,17 +31,20 @@ namespace ferry {
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitFailure = 1;
 
-// Sets the --help text (see SetUsage; pass __FILE__ as `main_file`) and
-// parses the flags; --help and unknown flags exit as Abseil decides.
-// Returns the positional arguments, without the program name.
-inline std::vector<std::string> ParseDaemonFlags(int argc, char** argv,
-                                                 absl::string_view usage,
-                                                 const char* main_file) {
+// Sets the --help text (see SetUsage; pass __FILE__ as `main_file`),
+// parses the flags (--help and unknown flags exit as Abseil decides), and
+// sets up logging at the parsed `log_level` (see ConfigureLogging).
+// Returns the positional arguments, without the program name;
+// INVALID_ARGUMENT for a log level that does not exist.
+inline absl::StatusOr<std::vector<std::string>> InitDaemon(
+    int argc, char** argv, absl::string_view usage, const char* main_file,
+    const absl::Flag<std::string>& log_level) {
   SetUsage(usage, main_file);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   // Debian builds Abseil with lock-order (deadlock) detection on; it costs
   // a graph update on every lock. Tests keep it; production does not.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  FERRY_RETURN_IF_ERROR(ConfigureLogging(absl::GetFlag(log_level)));
   return std::vector<std::string>(rest.begin() + 1, rest.end());
 }
 

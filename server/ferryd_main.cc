@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -132,23 +133,21 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   return absl::OkStatus();
 }
 
+constexpr char kUsage[] =
+    "Ferry broker: a durable job queue served over gRPC.\n"
+    "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
+    "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
+    "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.";
+
 int Usage(absl::string_view message) {
   std::fprintf(stderr, "ferryd: %s\n", std::string(message).c_str());
   return kExitUsage;
 }
 
 int Run(int argc, char** argv) {
-  ParseDaemonFlags(
-      argc, argv,
-      "Ferry broker: a durable job queue served over gRPC.\n"
-      "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
-      "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
-      "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.",
-      __FILE__);
-  if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
-      !s.ok()) {
-    return Usage(s.message());
-  }
+  const absl::StatusOr<std::vector<std::string>> args =
+      InitDaemon(argc, argv, kUsage, __FILE__, FLAGS_log_level);
+  if (!args.ok()) return Usage(args.status().message());
 
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

@@ -55,6 +55,16 @@ namespace {
 
 using Handlers = std::map<std::string, std::vector<std::string>>;
 
+constexpr char kUsage[] =
+    "Runs a command for every job taken from ferryd.\n"
+    "  ferry-worker --queues=Q1,Q2 [--concurrency=N] -- COMMAND [ARGS...]\n"
+    "  ferry-worker --queues=Q --handlers=FILE\n"
+    "The job's payload is the command's stdin; FERRY_JOB_ID, FERRY_QUEUE,\n"
+    "FERRY_KIND and FERRY_ATTEMPT are in its environment. Exit 0: success,\n"
+    "stdout is the result. Exit 75: retry. Other: failure (retried while\n"
+    "attempts last) with the end of stderr as the error. A stderr line\n"
+    "'FERRY-PROGRESS <percent> <message>' reports progress.";
+
 int Usage(absl::string_view message) {
   std::fprintf(stderr,
                "ferry-worker: %s\nRun 'ferry-worker --help' for usage.\n",
@@ -164,21 +174,9 @@ absl::Status RunUntilStopped(const StopSignals& signals, Worker& worker) {
 }
 
 int Run(int argc, char** argv) {
-  const std::vector<std::string> command = ParseDaemonFlags(
-      argc, argv,
-      "Runs a command for every job taken from ferryd.\n"
-      "  ferry-worker --queues=Q1,Q2 [--concurrency=N] -- COMMAND [ARGS...]\n"
-      "  ferry-worker --queues=Q --handlers=FILE\n"
-      "The job's payload is the command's stdin; FERRY_JOB_ID, FERRY_QUEUE,\n"
-      "FERRY_KIND and FERRY_ATTEMPT are in its environment. Exit 0: success,\n"
-      "stdout is the result. Exit 75: retry. Other: failure (retried while\n"
-      "attempts last) with the end of stderr as the error. A stderr line\n"
-      "'FERRY-PROGRESS <percent> <message>' reports progress.",
-      __FILE__);
-  if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
-      !s.ok()) {
-    return Usage(s.message());
-  }
+  const absl::StatusOr<std::vector<std::string>> command =
+      InitDaemon(argc, argv, kUsage, __FILE__, FLAGS_log_level);
+  if (!command.ok()) return Usage(command.status().message());
   WorkerOptions options;
   CommandOptions command_options;
   if (absl::Status s = WorkerOptionsFromFlags(options); !s.ok()) {
@@ -188,7 +186,7 @@ int Run(int argc, char** argv) {
       !s.ok()) {
     return Usage(s.message());
   }
-  absl::StatusOr<Handlers> handlers = HandlersFromFlags(command);
+  absl::StatusOr<Handlers> handlers = HandlersFromFlags(*command);
   if (!handlers.ok()) return Usage(handlers.status().message());
 
   // Before any thread starts: the signals are taken by RunUntilStopped.
