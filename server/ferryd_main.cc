@@ -1,21 +1,19 @@
 // ferryd: the Ferry broker. Parses flags, opens the store, serves until
 // SIGTERM or SIGINT, then shuts down gracefully.
 
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "base/broker_address.h"
 #include "base/clock.h"
-#include "base/flags_usage.h"
+#include "base/daemon.h"
 #include "base/log_format.h"
 #include "base/read_file.h"
 #include "server/queue_config.h"
@@ -59,9 +57,6 @@ ABSL_FLAG(bool, integrity_check, true,
 
 namespace ferry {
 namespace {
-
-constexpr int kExitUsage = 2;
-constexpr int kExitFailure = 1;
 
 // mkdir -p of the directory that holds `path`.
 absl::Status MakeParentDirs(const std::string& path) {
@@ -138,23 +133,21 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   return absl::OkStatus();
 }
 
-int Run(int argc, char** argv) {
-  SetUsage(
-      "Ferry broker: a durable job queue served over gRPC.\n"
-      "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
-      "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
-      "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.",
-      __FILE__);
-  absl::ParseCommandLine(argc, argv);
-  // Debian builds Abseil with lock-order (deadlock) detection on; it costs
-  // a graph update on every lock. Tests keep it; production does not.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+constexpr char kUsage[] =
+    "Ferry broker: a durable job queue served over gRPC.\n"
+    "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
+    "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
+    "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.";
 
-  if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
-      !s.ok()) {
-    std::fprintf(stderr, "ferryd: %s\n", std::string(s.message()).c_str());
-    return kExitUsage;
-  }
+int Usage(absl::string_view message) {
+  std::fprintf(stderr, "ferryd: %s\n", std::string(message).c_str());
+  return kExitUsage;
+}
+
+int Run(int argc, char** argv) {
+  const absl::StatusOr<std::vector<std::string>> args =
+      InitDaemon(argc, argv, kUsage, __FILE__, FLAGS_log_level);
+  if (!args.ok()) return Usage(args.status().message());
 
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
@@ -162,17 +155,11 @@ int Run(int argc, char** argv) {
   sqlite.path = absl::GetFlag(FLAGS_db);
   sqlite.check_integrity = absl::GetFlag(FLAGS_integrity_check);
   if (absl::Status s = Validate(options, sqlite); !s.ok()) {
-    std::fprintf(stderr, "ferryd: %s\n", std::string(s.message()).c_str());
-    return kExitUsage;
+    return Usage(s.message());
   }
 
-  // Signals go to the thread that waits for them below, not to gRPC's.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  // Before any thread starts: the signals are taken by Wait() below.
+  const StopSignals signals;
 
   if (absl::Status s = MakeParentDirs(sqlite.path); !s.ok()) {
     spdlog::error("cannot start status=\"{}\"", s.message());
@@ -194,9 +181,7 @@ int Run(int argc, char** argv) {
   }
   spdlog::info("listening address={}", (*server)->address());
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  spdlog::info("received signal={}", strsignal(signal_number));
+  signals.Wait();
   (*server)->Shutdown();
   server->reset();
   store->reset();

@@ -2,6 +2,8 @@
 
 # RunCommand and the --handlers file, without a broker.
 ferry_test(unit/command_handler_test.cc ferry_command)
+# A command's environment, output and outcome, without a process.
+ferry_test(unit/command_io_test.cc ferry_command)
 
 # The C++ worker SDK against a real in-process broker over loopback.
 ferry_test(integration/worker_sdk_test.cc ferry_worker ferry_server

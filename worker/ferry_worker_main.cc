@@ -7,23 +7,19 @@
 // --drain_timeout), then exit 0. A second one stops the running jobs at
 // once (reported failed, retryable).
 
-#include <signal.h>
-
-#include <atomic>
 #include <cstdio>
+#include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "base/broker_address.h"
-#include "base/flags_usage.h"
+#include "base/daemon.h"
 #include "base/log_format.h"
 #include "base/read_file.h"
+#include "base/status_macros.h"
 #include "proto/names.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
@@ -57,106 +53,99 @@ ABSL_FLAG(std::string, log_level, "info",
 namespace ferry {
 namespace {
 
-constexpr int kExitUsage = 2;
+using Handlers = std::map<std::string, std::vector<std::string>>;
 
-int Usage(const std::string& message) {
+constexpr char kUsage[] =
+    "Runs a command for every job taken from ferryd.\n"
+    "  ferry-worker --queues=Q1,Q2 [--concurrency=N] -- COMMAND [ARGS...]\n"
+    "  ferry-worker --queues=Q --handlers=FILE\n"
+    "The job's payload is the command's stdin; FERRY_JOB_ID, FERRY_QUEUE,\n"
+    "FERRY_KIND and FERRY_ATTEMPT are in its environment. Exit 0: success,\n"
+    "stdout is the result. Exit 75: retry. Other: failure (retried while\n"
+    "attempts last) with the end of stderr as the error. A stderr line\n"
+    "'FERRY-PROGRESS <percent> <message>' reports progress.";
+
+int Usage(absl::string_view message) {
   std::fprintf(stderr,
                "ferry-worker: %s\nRun 'ferry-worker --help' for usage.\n",
-               message.c_str());
+               std::string(message).c_str());
   return kExitUsage;
 }
 
-int Run(int argc, char** argv) {
-  SetUsage(
-      "Runs a command for every job taken from ferryd.\n"
-      "  ferry-worker --queues=Q1,Q2 [--concurrency=N] -- COMMAND [ARGS...]\n"
-      "  ferry-worker --queues=Q --handlers=FILE\n"
-      "The job's payload is the command's stdin; FERRY_JOB_ID, FERRY_QUEUE,\n"
-      "FERRY_KIND and FERRY_ATTEMPT are in its environment. Exit 0: success,\n"
-      "stdout is the result. Exit 75: retry. Other: failure (retried while\n"
-      "attempts last) with the end of stderr as the error. A stderr line\n"
-      "'FERRY-PROGRESS <percent> <message>' reports progress.",
-      __FILE__);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  // Debian builds Abseil with lock-order (deadlock) detection on; it costs
-  // a graph update on every lock. Tests keep it; production does not.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  std::vector<std::string> command(rest.begin() + 1, rest.end());
-
-  if (absl::Status s = ConfigureLogging(absl::GetFlag(FLAGS_log_level));
-      !s.ok()) {
-    return Usage(std::string(s.message()));
-  }
-
-  WorkerOptions options;
+// The worker's options from the flags. INVALID_ARGUMENT says which is wrong.
+absl::Status WorkerOptionsFromFlags(WorkerOptions& options) {
   options.broker = absl::GetFlag(FLAGS_broker);
   if (options.broker.empty()) options.broker = BrokerAddressFromEnv();
   options.queues = absl::GetFlag(FLAGS_queues);
-  if (options.queues.empty()) return Usage("--queues is required");
+  if (options.queues.empty()) {
+    return absl::InvalidArgumentError("--queues is required");
+  }
   for (const std::string& queue : options.queues) {
-    if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
-      return Usage(std::string(s.message()));
-    }
+    FERRY_RETURN_IF_ERROR(ValidateName("queue", queue));
   }
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   if (options.concurrency < 1 || options.concurrency > 10000) {
-    return Usage("--concurrency must be between 1 and 10000");
+    return absl::InvalidArgumentError(
+        "--concurrency must be between 1 and 10000");
   }
   for (const std::string& item : absl::GetFlag(FLAGS_label)) {
-    absl::StatusOr<std::pair<std::string, std::string>> label =
-        ParseLabelFlag(item);
-    if (!label.ok()) return Usage(std::string(label.status().message()));
-    options.labels.insert(*std::move(label));
+    FERRY_ASSIGN_OR_RETURN(auto label, ParseLabelFlag(item));
+    options.labels.insert(std::move(label));
   }
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   if (!options.worker_id.empty()) {
-    if (absl::Status s = ValidateName("worker_id", options.worker_id);
-        !s.ok()) {
-      return Usage(std::string(s.message()));
-    }
+    FERRY_RETURN_IF_ERROR(ValidateName("worker_id", options.worker_id));
   }
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  return absl::OkStatus();
+}
 
-  CommandOptions command_options;
+// The commands' options from the flags; sets the worker's stop_grace,
+// which follows from them.
+absl::Status CommandOptionsFromFlags(CommandOptions& command_options,
+                                     WorkerOptions& options) {
   command_options.max_output = absl::GetFlag(FLAGS_max_output);
   command_options.kill_grace = absl::GetFlag(FLAGS_kill_grace);
   // A command that ignores SIGTERM returns only after the SIGKILL: wait for
   // it, so its "drain timeout" failure is still reported.
   options.stop_grace = command_options.kill_grace + absl::Seconds(5);
-  if (command_options.max_output < 0) return Usage("--max_output must be >= 0");
+  if (command_options.max_output < 0) {
+    return absl::InvalidArgumentError("--max_output must be >= 0");
+  }
+  return absl::OkStatus();
+}
 
-  std::map<std::string, std::vector<std::string>> handlers;
+// The command of each kind: from --handlers, or `command` (the arguments
+// after '--') for every kind.
+absl::StatusOr<Handlers> HandlersFromFlags(
+    const std::vector<std::string>& command) {
   const std::string handlers_file = absl::GetFlag(FLAGS_handlers);
   if (!handlers_file.empty() && !command.empty()) {
-    return Usage("give --handlers or '-- COMMAND', not both");
+    return absl::InvalidArgumentError(
+        "give --handlers or '-- COMMAND', not both");
   }
-  if (!handlers_file.empty()) {
-    absl::StatusOr<std::string> text = ReadFileToString(handlers_file);
-    if (!text.ok()) {
-      return Usage(absl::StrCat("--handlers: ", text.status().message()));
+  if (handlers_file.empty()) {
+    if (command.empty()) {
+      return absl::InvalidArgumentError(
+          "give the command to run after '--', or --handlers=FILE");
     }
-    absl::StatusOr<std::map<std::string, std::vector<std::string>>> parsed =
-        ParseHandlersFile(*text);
-    if (!parsed.ok()) {
-      return Usage(
-          absl::StrCat(handlers_file, ": ", parsed.status().message()));
-    }
-    handlers = *std::move(parsed);
-  } else if (!command.empty()) {
-    handlers["*"] = command;
-  } else {
-    return Usage("give the command to run after '--', or --handlers=FILE");
+    return Handlers{{"*", command}};
   }
+  absl::StatusOr<std::string> text = ReadFileToString(handlers_file);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--handlers: ", text.status().message()));
+  }
+  absl::StatusOr<Handlers> handlers = ParseHandlersFile(*text);
+  if (!handlers.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(handlers_file, ": ", handlers.status().message()));
+  }
+  return handlers;
+}
 
-  // Signals are taken by a thread of ours, not delivered to gRPC's.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  Worker worker(options);
+void AddHandlers(const Handlers& handlers,
+                 const CommandOptions& command_options, Worker& worker) {
   for (const auto& [kind, command_for_kind] : handlers) {
     // C++17 lambdas cannot capture structured bindings: copy first.
     std::vector<std::string> argv_for_kind = command_for_kind;
@@ -169,34 +158,48 @@ int Run(int argc, char** argv) {
       worker.Handle(kind, handler);
     }
   }
-  std::atomic<bool> run_returned{false};
-  std::thread signal_thread([&worker, &run_returned, signals] {
-    // The first SIGTERM/SIGINT drains (--drain_timeout); a second stops
-    // the running jobs at once.
-    for (int received = 0; received < 2;) {
-      int number = 0;
-      if (sigwait(&signals, &number) != 0) continue;
-      if (run_returned.load()) return;
-      spdlog::info("received signal={}", strsignal(number));
-      if (++received == 1) {
-        worker.Stop();
-      } else {
-        worker.StopNow();
-      }
+}
+
+// Runs `worker` until a signal stops it: the first SIGTERM/SIGINT drains
+// (--drain_timeout), a second stops the running jobs at once.
+absl::Status RunUntilStopped(const StopSignals& signals, Worker& worker) {
+  const SignalThread stopper(&signals, 2, [&worker](int received) {
+    if (received == 1) {
+      worker.Stop();
+    } else {
+      worker.StopNow();
     }
   });
+  return worker.Run();
+}
+
+int Run(int argc, char** argv) {
+  const absl::StatusOr<std::vector<std::string>> command =
+      InitDaemon(argc, argv, kUsage, __FILE__, FLAGS_log_level);
+  if (!command.ok()) return Usage(command.status().message());
+  WorkerOptions options;
+  CommandOptions command_options;
+  if (absl::Status s = WorkerOptionsFromFlags(options); !s.ok()) {
+    return Usage(s.message());
+  }
+  if (absl::Status s = CommandOptionsFromFlags(command_options, options);
+      !s.ok()) {
+    return Usage(s.message());
+  }
+  absl::StatusOr<Handlers> handlers = HandlersFromFlags(*command);
+  if (!handlers.ok()) return Usage(handlers.status().message());
+
+  // Before any thread starts: the signals are taken by RunUntilStopped.
+  const StopSignals signals;
+  Worker worker(options);
+  AddHandlers(*handlers, command_options, worker);
   spdlog::info(
       "ferry-worker starting worker_id={} broker={} queues={} concurrency={}",
       worker.worker_id(), options.broker, absl::StrJoin(options.queues, ","),
       options.concurrency);
-  absl::Status status = worker.Run();
-  // Wake the signal thread, which may still wait for a (second) signal.
-  run_returned.store(true);
-  pthread_kill(signal_thread.native_handle(), SIGTERM);
-  signal_thread.join();
-  if (!status.ok()) {
+  if (absl::Status status = RunUntilStopped(signals, worker); !status.ok()) {
     spdlog::error("ferry-worker stopped status=\"{}\"", status.ToString());
-    return 1;
+    return kExitFailure;
   }
   spdlog::info("ferry-worker stopped");
   return 0;

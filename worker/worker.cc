@@ -606,50 +606,53 @@ void Worker::Dispatch(v1::Assignment assignment) {
   RunJob(std::move(job));
 }
 
-void Worker::RunJob(std::shared_ptr<Running> job) {
-  JobContext& ctx = *job->ctx;
-  const Handler* handler = nullptr;
-  auto it = handlers_.find(ctx.kind());
-  if (it != handlers_.end()) {
-    handler = &it->second;
-  } else if (default_handler_) {
-    handler = &default_handler_;
-  }
-  spdlog::info("job started job_id={} queue={} kind={} attempt={}", ctx.id(),
-               ctx.job().queue(), ctx.kind(), ctx.attempt());
-  JobOutcome outcome =
-      JobOutcome::Failure("the job was stopped before its handler started");
+namespace {
+
+// Runs `handler` (nullptr: none for the job's kind) unless the job is
+// already stopped; an exception it throws becomes a failure.
+JobOutcome CallHandler(const Handler* handler, JobContext& ctx,
+                       absl::string_view worker_id) {
   if (handler == nullptr) {
-    outcome = JobOutcome::Failure(
-        absl::StrCat("worker ", options_.worker_id,
-                     " has no handler for kind \"", ctx.kind(), "\""),
+    return JobOutcome::Failure(
+        absl::StrCat("worker ", worker_id, " has no handler for kind \"",
+                     ctx.kind(), "\""),
         /*retryable=*/false);
-  } else if (!ctx.stopped()) {
-    try {
-      outcome = (*handler)(ctx);
-    } catch (const std::exception& e) {
-      outcome = JobOutcome::Failure(
-          absl::StrCat("handler threw an exception: ", e.what()));
-    } catch (...) {
-      outcome = JobOutcome::Failure("handler threw an exception");
-    }
   }
-  const StopReason reason = ctx.reason();
-  if (!outcome.success) {
-    if (reason == StopReason::kTimeout) {
-      outcome = JobOutcome::Failure(
-          absl::StrCat("timed out after ",
-                       absl::FormatDuration(ctx.deadline() - job->started),
-                       outcome.error.empty() ? "" : ": ", outcome.error));
-    } else if (reason == StopReason::kShutdown) {
-      outcome = JobOutcome::Failure(
-          "the worker stopped before the job finished (drain timeout)");
-    }
+  if (ctx.stopped()) {
+    return JobOutcome::Failure(
+        "the job was stopped before its handler started");
   }
-  // What the broker would refuse or cut is settled here: an output over
-  // its limit, sent, could be too large for it to read at all, and the
-  // stream would break on every resend.
-  const uint64_t max_output = max_output_bytes_.load();
+  try {
+    return (*handler)(ctx);
+  } catch (const std::exception& e) {
+    return JobOutcome::Failure(
+        absl::StrCat("handler threw an exception: ", e.what()));
+  } catch (...) {
+    return JobOutcome::Failure("handler threw an exception");
+  }
+}
+
+// A failure because the worker stopped the job says so: after `timeout`
+// (the job's own), or at the end of the drain.
+JobOutcome ExplainStop(JobOutcome outcome, StopReason reason,
+                       absl::Duration timeout) {
+  if (outcome.success) return outcome;
+  if (reason == StopReason::kTimeout) {
+    return JobOutcome::Failure(
+        absl::StrCat("timed out after ", absl::FormatDuration(timeout),
+                     outcome.error.empty() ? "" : ": ", outcome.error));
+  }
+  if (reason == StopReason::kShutdown) {
+    return JobOutcome::Failure(
+        "the worker stopped before the job finished (drain timeout)");
+  }
+  return outcome;
+}
+
+// What the broker would refuse or cut is settled here: an output over
+// `max_output` (0: no limit), sent, could be too large for it to read at
+// all, and the stream would break on every resend.
+void FitForBroker(JobOutcome& outcome, uint64_t max_output) {
   if (outcome.success && max_output > 0 && outcome.output.size() > max_output) {
     outcome = JobOutcome::Failure(
         OutputOverLimitError(outcome.output.size(),
@@ -659,35 +662,69 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
   if (outcome.error.size() > kMaxErrorMessageLength) {
     outcome.error.resize(kMaxErrorMessageLength);
   }
-  const int64_t duration_ms =
-      absl::ToInt64Milliseconds(options_.clock->Now() - job->started);
-  const bool send_result =
-      reason != StopReason::kCancelled && reason != StopReason::kLeaseLost;
+}
+
+void LogFinished(const JobContext& ctx, const JobOutcome& outcome,
+                 bool send_result, absl::Duration duration) {
   const char* verdict = !send_result        ? "abandoned"
                         : outcome.success   ? "succeeded"
                         : outcome.retryable ? "failed"
                                             : "failed_permanently";
   spdlog::info(
       "job finished job_id={} kind={} attempt={} duration_ms={} outcome={}{}{}",
-      ctx.id(), ctx.kind(), ctx.attempt(), duration_ms, verdict,
-      outcome.success ? "" : " error=\"",
+      ctx.id(), ctx.kind(), ctx.attempt(), absl::ToInt64Milliseconds(duration),
+      verdict, outcome.success ? "" : " error=\"",
       outcome.success ? "" : outcome.error + "\"");
+}
 
-  v1::WorkerMessage result_msg;
-  v1::Result* result = result_msg.mutable_result();
-  result->set_lease_token(job->token);
+v1::WorkerMessage ResultMessage(const std::string& token, JobOutcome outcome) {
+  v1::WorkerMessage msg;
+  v1::Result* result = msg.mutable_result();
+  result->set_lease_token(token);
   if (outcome.success) {
     result->mutable_success()->set_output(std::move(outcome.output));
   } else {
     result->mutable_failure()->set_message(std::move(outcome.error));
     result->mutable_failure()->set_retryable(outcome.retryable);
   }
+  return msg;
+}
+
+}  // namespace
+
+void Worker::RunJob(std::shared_ptr<Running> job) {
+  JobContext& ctx = *job->ctx;
+  spdlog::info("job started job_id={} queue={} kind={} attempt={}", ctx.id(),
+               ctx.job().queue(), ctx.kind(), ctx.attempt());
+  JobOutcome outcome =
+      CallHandler(FindHandler(ctx.kind()), ctx, options_.worker_id);
+  const StopReason reason = ctx.reason();
+  outcome =
+      ExplainStop(std::move(outcome), reason, ctx.deadline() - job->started);
+  FitForBroker(outcome, max_output_bytes_.load());
+  // A cancelled job or a lost lease is the broker's again: no result.
+  const bool send_result =
+      reason != StopReason::kCancelled && reason != StopReason::kLeaseLost;
+  LogFinished(ctx, outcome, send_result, options_.clock->Now() - job->started);
+  FinishJob(*job, ResultMessage(job->token, std::move(outcome)), send_result);
+}
+
+const Handler* Worker::FindHandler(const std::string& kind) const {
+  auto it = handlers_.find(kind);
+  if (it != handlers_.end()) return &it->second;
+  return default_handler_ ? &default_handler_ : nullptr;
+}
+
+void Worker::FinishJob(const Running& job, v1::WorkerMessage result_msg,
+                       bool send_result) {
   std::shared_ptr<Connection> connection;
   bool credit;
   {
     absl::MutexLock lock(&mu_);
-    running_.erase(job->token);
-    if (send_result) unacked_[job->token] = Unacked{ctx.id(), result_msg};
+    running_.erase(job.token);
+    if (send_result) {
+      unacked_[job.token] = Unacked{job.ctx->id(), result_msg};
+    }
     connection = connection_;
     credit = !stopping_ && !draining_;
   }
@@ -696,7 +733,7 @@ void Worker::RunJob(std::shared_ptr<Running> job) {
   // WithdrawCredits drops the credit from them.
   if (send_result) {
     // The freed slot's credit goes back with the result.
-    if (credit) result->set_credits(1);
+    if (credit) result_msg.mutable_result()->set_credits(1);
     connection->Write(std::move(result_msg));
   } else if (credit) {
     v1::WorkerMessage credit_msg;

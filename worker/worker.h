@@ -190,7 +190,16 @@ class Worker {
     return stopping_ && Quiet();
   }
   void Dispatch(v1::Assignment assignment);
+  // Runs the job's handler and reports its outcome.
   void RunJob(std::shared_ptr<Running> job);
+  // The handler for `kind`: its own, else the default; nullptr if none.
+  const Handler* FindHandler(const std::string& kind) const;
+  // The job's handler returned: frees its slot and, unless `send_result`
+  // is false (the broker took the job back), sends `result_msg` and keeps
+  // it until acknowledged. The slot's credit goes back to the broker
+  // unless the worker is stopping or draining.
+  void FinishJob(const Running& job, v1::WorkerMessage result_msg,
+                 bool send_result);
   void HeartbeatLoop();
   void StopAll(StopReason reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Quiet() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
