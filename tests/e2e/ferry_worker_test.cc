@@ -45,6 +45,7 @@
 #include "proto/time_util.h"
 #include "tests/e2e/subprocess.h"
 #include "tests/loopback_socket.h"
+#include "tests/poll.h"
 #include "tests/process_group.h"
 #include "tests/proto_test_util.h"
 #include "tests/status_matchers.h"
@@ -185,19 +186,23 @@ class FerryWorkerTest : public ::testing::Test {
   // it to open the FIFO, then writes a line. False if it never opened it.
   static bool OpenGate(const std::string& fifo,
                        absl::Duration timeout = kEventTimeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (int i = 0; i < 100000; ++i) {
-      // Without a reader, a non-blocking open fails with ENXIO.
-      const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-      if (fd >= 0) {
-        (void)!write(fd, "go\n", 3);
-        close(fd);
-        return true;
-      }
-      if (errno != ENXIO || absl::Now() >= deadline) return false;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return false;
+    bool opened = false;
+    bool failed = false;
+    PollUntil(
+        [&] {
+          // Without a reader, a non-blocking open fails with ENXIO.
+          const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+          if (fd >= 0) {
+            (void)!write(fd, "go\n", 3);
+            close(fd);
+            opened = true;
+          } else if (errno != ENXIO) {
+            failed = true;
+          }
+          return opened || failed;
+        },
+        timeout, absl::Milliseconds(5));
+    return opened;
   }
 
   // Shell code that publishes the shell's pid, which is its process group

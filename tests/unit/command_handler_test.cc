@@ -39,6 +39,7 @@
 #include "ferry/v1/job.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/poll.h"
 #include "tests/process_group.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
@@ -382,13 +383,9 @@ TEST_F(CommandHandlerTest, ProgressIsReportedWhileTheCommandStillRuns) {
   ASSERT_GT(pgid, 0);
   command.set_pgid(pgid);
   v1::Progress progress;
-  const absl::Time deadline = absl::Now() + kEventTimeout;
-  bool reported = false;
-  for (int i = 0; i < 100000 && absl::Now() < deadline; ++i) {
-    if ((reported = ctx.TakeProgress(&progress))) break;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  ASSERT_TRUE(reported) << "no progress while the command ran";
+  ASSERT_TRUE(
+      PollUntil([&] { return ctx.TakeProgress(&progress); }, kEventTimeout))
+      << "no progress while the command ran";
   EXPECT_EQ(progress.percent(), 40u);
   EXPECT_EQ(progress.message(), "halfway");
   ctx.Stop(StopReason::kCancelled);
