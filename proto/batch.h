@@ -9,12 +9,9 @@
 #include <deque>
 #include <utility>
 
-namespace ferry {
+#include "proto/protocol_limits.h"
 
-// What one batch holds at most: well under a peer's default 4 MiB receive
-// limit, however large the payloads.
-inline constexpr int kMaxBatchMessages = 256;
-inline constexpr size_t kMaxBatchBytes = 256 << 10;
+namespace ferry {
 
 // Moves the next write from the non-empty `queue` into `*out`: the front
 // message alone, or, when `batches` and more are queued, a batch of them

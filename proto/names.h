@@ -12,10 +12,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "proto/protocol_limits.h"
 
 namespace ferry {
-
-inline constexpr size_t kMaxNameLength = 128;
 
 // A character names may hold anywhere ([A-Za-z0-9._:-]).
 bool IsNameChar(char c);

@@ -9,11 +9,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "proto/protocol_limits.h"
 
 namespace ferry {
-
-// A failure message is cut to this many bytes.
-inline constexpr size_t kMaxErrorMessageLength = 4096;
 
 // Why an output of `bytes` was not stored, over a limit of `limit` bytes
 // (ferryd --max_payload_bytes); the attempt then fails, not retryable.

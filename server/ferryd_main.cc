@@ -16,8 +16,10 @@
 #include "base/daemon.h"
 #include "base/log_format.h"
 #include "base/read_file.h"
+#include "base/status_macros.h"
 #include "server/queue_config.h"
 #include "server/server.h"
+#include "server/validate.h"
 #include "storage/sqlite_store.h"
 
 ABSL_FLAG(std::string, listen, ferry::kDefaultBrokerAddress,
@@ -93,22 +95,7 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   policy.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
   options.broker.retention = absl::GetFlag(FLAGS_retention);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
-  if (policy.lease_ttl < kMinLeaseTtl || policy.lease_ttl > kMaxLeaseTtl) {
-    return absl::InvalidArgumentError("--lease_ttl must be between 1s and 24h");
-  }
-  if (policy.max_attempts < 1 || policy.max_attempts > kMaxAttempts) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--max_attempts must be between 1 and ", kMaxAttempts));
-  }
-  if (policy.initial_backoff < absl::ZeroDuration() ||
-      policy.max_backoff < policy.initial_backoff) {
-    return absl::InvalidArgumentError(
-        "--initial_backoff must be >= 0 and --max_backoff >= it");
-  }
-  if (policy.max_payload_bytes < 1 || policy.max_payload_bytes > (256 << 20)) {
-    return absl::InvalidArgumentError(
-        "--max_payload_bytes must be between 1 and 268435456");
-  }
+  FERRY_RETURN_IF_ERROR(ValidatePolicy(policy, "--"));
   if (options.broker.retention <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--retention must be positive");
   }

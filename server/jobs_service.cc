@@ -16,14 +16,6 @@
 namespace ferry {
 namespace {
 
-constexpr uint32_t kDefaultPageSize = 100;
-constexpr uint32_t kMaxPageSize = 1000;
-// A List page stops growing past this many bytes of jobs.
-constexpr size_t kMaxPageBytes = 4 << 20;
-constexpr absl::Duration kDefaultWait = absl::Seconds(30);
-constexpr absl::Duration kMaxWait = absl::Hours(1);
-constexpr size_t kMaxReasonLength = 1024;
-
 bool WantPayload(v1::JobView view, v1::JobView default_view) {
   if (view == v1::JOB_VIEW_UNSPECIFIED) view = default_view;
   return view == v1::JOB_VIEW_FULL;
@@ -405,10 +397,10 @@ grpc::ServerUnaryReactor* JobsService::Cancel(grpc::CallbackServerContext* ctx,
                                               v1::CancelResponse* response) {
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
   if (!id.ok()) return Finish(ctx, id.status());
-  if (request->reason().size() > kMaxReasonLength) {
-    return Finish(ctx,
-                  absl::InvalidArgumentError(absl::StrCat(
-                      "reason must be at most ", kMaxReasonLength, " bytes")));
+  if (request->reason().size() > kMaxCancelReasonLength) {
+    return Finish(
+        ctx, absl::InvalidArgumentError(absl::StrCat(
+                 "reason must be at most ", kMaxCancelReasonLength, " bytes")));
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   broker_->Cancel(

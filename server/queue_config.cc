@@ -43,35 +43,30 @@ absl::StatusOr<std::map<std::string, JobPolicy>> ParseQueueConfig(
       std::pair<absl::string_view, absl::string_view> kv =
           absl::StrSplit(words[i], absl::MaxSplits('=', 1));
       const absl::string_view key = kv.first, value = kv.second;
+      // Parsed here; ValidatePolicy below checks the ranges.
       absl::Duration d;
       const bool is_duration = absl::ParseDuration(value, &d);
       if (key == "max_attempts") {
-        int32_t n = 0;
-        if (!absl::SimpleAtoi(value, &n) || n < 1 || n > kMaxAttempts) {
-          return LineError(
-              number, absl::StrCat("max_attempts must be 1..", kMaxAttempts));
+        if (!absl::SimpleAtoi(value, &policy.max_attempts)) {
+          return LineError(number, "max_attempts must be a whole number");
         }
-        policy.max_attempts = n;
-      } else if (key == "lease_ttl") {
-        if (!is_duration || d < kMinLeaseTtl || d > kMaxLeaseTtl) {
-          return LineError(number, "lease_ttl must be a duration in 1s..24h");
-        }
-        policy.lease_ttl = d;
-      } else if (key == "initial_backoff" || key == "max_backoff") {
-        if (!is_duration || d < absl::ZeroDuration() || d > kMaxDelay) {
+      } else if (key == "lease_ttl" || key == "initial_backoff" ||
+                 key == "max_backoff") {
+        if (!is_duration) {
           return LineError(number,
                            absl::StrCat(key, " must be a duration like 30s"));
         }
-        (key == "initial_backoff" ? policy.initial_backoff
-                                  : policy.max_backoff) = d;
+        (key == "lease_ttl"         ? policy.lease_ttl
+         : key == "initial_backoff" ? policy.initial_backoff
+                                    : policy.max_backoff) = d;
       } else {
         return LineError(number, absl::StrCat("unknown key \"", key,
                                               "\" (lease_ttl, max_attempts, "
                                               "initial_backoff, max_backoff)"));
       }
     }
-    if (policy.max_backoff < policy.initial_backoff) {
-      return LineError(number, "max_backoff is below initial_backoff");
+    if (absl::Status s = ValidatePolicy(policy, ""); !s.ok()) {
+      return LineError(number, s.message());
     }
     policies.emplace(queue, policy);
   }

@@ -1,5 +1,8 @@
 #include "server/validate.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "server/convert.h"
@@ -29,6 +32,54 @@ absl::Status CheckDuration(absl::string_view what,
 }
 
 }  // namespace
+
+absl::Status ValidatePolicy(const JobPolicy& policy, absl::string_view prefix) {
+  if (policy.lease_ttl < kMinLeaseTtl || policy.lease_ttl > kMaxLeaseTtl) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "lease_ttl must be a duration in 1s..24h"));
+  }
+  if (policy.max_attempts < 1 || policy.max_attempts > kMaxAttempts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "max_attempts must be between 1 and ", kMaxAttempts));
+  }
+  for (const auto& [name, backoff] :
+       {std::pair<absl::string_view, absl::Duration>{"initial_backoff",
+                                                     policy.initial_backoff},
+        {"max_backoff", policy.max_backoff}}) {
+    if (backoff < absl::ZeroDuration() || backoff > kMaxDelay) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, name, " must be a duration in 0s..",
+                       absl::FormatDuration(kMaxDelay)));
+    }
+  }
+  if (policy.max_backoff < policy.initial_backoff) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "max_backoff is below ", prefix, "initial_backoff"));
+  }
+  if (policy.max_payload_bytes < 1 ||
+      policy.max_payload_bytes > kMaxPayloadLimit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "max_payload_bytes must be between 1 and ", kMaxPayloadLimit));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ValidateWorkerQueues(
+    absl::string_view field,
+    const google::protobuf::RepeatedPtrField<std::string>& queues) {
+  if (queues.empty() || queues.size() > kMaxWorkerQueues) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must name 1 to ", kMaxWorkerQueues, " queues"));
+  }
+  std::vector<std::string> unique;
+  for (const std::string& queue : queues) {
+    FERRY_RETURN_IF_ERROR(ValidateName("queue", queue));
+    if (std::find(unique.begin(), unique.end(), queue) == unique.end()) {
+      unique.push_back(queue);
+    }
+  }
+  return unique;
+}
 
 absl::Status ValidateLabels(
     absl::string_view what,

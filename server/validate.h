@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -10,25 +11,25 @@
 #include "absl/time/time.h"
 #include "ferry/v1/job.pb.h"
 #include "google/protobuf/map.h"
+#include "google/protobuf/repeated_ptr_field.h"
 #include "proto/names.h"
+#include "proto/protocol_limits.h"
 #include "proto/result_limits.h"
 #include "server/core/job_policy.h"
 #include "storage/store.h"
 
 namespace ferry {
 
-// Limits that are part of the protocol (docs/protocol.md lists them).
-inline constexpr size_t kMaxLabelKeyLength = 63;
-inline constexpr size_t kMaxLabelValueLength = 256;
-inline constexpr int kMaxLabels = 32;
-inline constexpr size_t kMaxIdempotencyKeyLength = 256;
-inline constexpr size_t kMaxContentTypeLength = 128;
-inline constexpr int32_t kMaxPriority = 1000;
-inline constexpr int32_t kMaxAttempts = 1000;
-inline constexpr int kMaxBatchSize = 1000;
-inline constexpr absl::Duration kMinLeaseTtl = absl::Seconds(1);
-inline constexpr absl::Duration kMaxLeaseTtl = absl::Hours(24);
-inline constexpr absl::Duration kMaxDelay = absl::Hours(24 * 366);
+// Checks a job policy's values (ferryd's flags, a --queue_config line).
+// `prefix` goes before each field's name in the message ("--" for flags).
+absl::Status ValidatePolicy(const JobPolicy& policy, absl::string_view prefix);
+
+// Checks the queues a worker takes from (a Hello's, a Lease request's; the
+// list is named `field` in messages) and returns them without repeats, in
+// order.
+absl::StatusOr<std::vector<std::string>> ValidateWorkerQueues(
+    absl::string_view field,
+    const google::protobuf::RepeatedPtrField<std::string>& queues);
 
 absl::Status ValidateLabels(
     absl::string_view what,

@@ -12,12 +12,7 @@
 #include "server/workers_service.h"
 
 namespace ferry {
-namespace {
-
-constexpr int kMaxQueuesPerWorker = 64;
-constexpr int kMaxHeldLeases = 100000;
-
-}  // namespace
+namespace {}  // namespace
 
 WorkerStream::WorkerStream(Broker* broker, grpc::CallbackServerContext* ctx)
     : broker_(broker), peer_(ctx->peer()) {}
@@ -163,26 +158,17 @@ absl::Status WorkerStream::HandleInSession(uint64_t session,
 
 absl::Status WorkerStream::Hello(const v1::Hello& hello) {
   FERRY_RETURN_IF_ERROR(ValidateName("worker_id", hello.worker_id()));
-  if (hello.queues_size() == 0 || hello.queues_size() > kMaxQueuesPerWorker) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Hello.queues must name 1 to ", kMaxQueuesPerWorker, " queues"));
-  }
   WorkerIdentity identity;
-  for (const std::string& queue : hello.queues()) {
-    FERRY_RETURN_IF_ERROR(ValidateName("queue", queue));
-    if (std::find(identity.queues.begin(), identity.queues.end(), queue) ==
-        identity.queues.end()) {
-      identity.queues.push_back(queue);
-    }
-  }
+  FERRY_ASSIGN_OR_RETURN(identity.queues,
+                         ValidateWorkerQueues("Hello.queues", hello.queues()));
   FERRY_RETURN_IF_ERROR(ValidateLabels("worker label", hello.labels()));
   if (hello.held_leases_size() > kMaxHeldLeases) {
     return absl::InvalidArgumentError("too many held_leases");
   }
   identity.worker_id = hello.worker_id();
-  identity.hostname = hello.hostname().substr(0, 255);
+  identity.hostname = hello.hostname().substr(0, kMaxHostnameLength);
   identity.pid = hello.pid();
-  identity.version = hello.version().substr(0, 64);
+  identity.version = hello.version().substr(0, kMaxVersionLength);
   identity.labels.insert(hello.labels().begin(), hello.labels().end());
   identity.peer = peer_;
   accepts_batches_.store(hello.accepts_batches());

@@ -16,10 +16,6 @@
 namespace ferry {
 namespace {
 
-constexpr uint32_t kMaxLeaseJobs = 100;
-constexpr absl::Duration kMaxLeaseWait = absl::Seconds(60);
-constexpr int kMaxLeaseQueues = 64;
-
 // A waiting Lease call. If its caller goes away (cancels, passes its
 // deadline, loses the connection), the broker stops holding jobs for it:
 // without this, the next job would be leased to nobody and sit RUNNING
@@ -108,23 +104,13 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
       !s.ok()) {
     return Finish(ctx, s);
   }
-  if (request->queues_size() == 0 || request->queues_size() > kMaxLeaseQueues) {
-    return Finish(ctx,
-                  absl::InvalidArgumentError(absl::StrCat(
-                      "queues must name 1 to ", kMaxLeaseQueues, " queues")));
-  }
+  absl::StatusOr<std::vector<std::string>> queues =
+      ValidateWorkerQueues("queues", request->queues());
+  if (!queues.ok()) return Finish(ctx, queues.status());
   WorkerIdentity identity;
   identity.worker_id = request->worker_id();
   identity.peer = ctx->peer();
-  for (const std::string& queue : request->queues()) {
-    if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
-      return Finish(ctx, s);
-    }
-    if (std::find(identity.queues.begin(), identity.queues.end(), queue) ==
-        identity.queues.end()) {
-      identity.queues.push_back(queue);
-    }
-  }
+  identity.queues = *std::move(queues);
   if (request->max_jobs() > kMaxLeaseJobs) {
     return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
                            "max_jobs must be at most ", kMaxLeaseJobs)));

@@ -9,12 +9,12 @@
 #include "base/backoff.h"
 #include "base/log_format.h"
 #include "base/status_macros.h"
+#include "proto/protocol_limits.h"
 #include "server/core/token.h"
 
 namespace ferry {
 namespace {
 
-constexpr size_t kMaxProgressMessage = 1024;
 constexpr absl::string_view kUnknownLease =
     "unknown lease: it expired, was cancelled, or already finished";
 
@@ -796,7 +796,7 @@ LeaseState* Broker::ExtendLease(uint64_t handle, const std::string& token,
 void Broker::RecordProgress(const LeaseState& lease, const std::string& token,
                             const Progress& progress,
                             ResultCallback<JobRecord> done) {
-  std::string message = progress.message.substr(0, kMaxProgressMessage);
+  std::string message = progress.message.substr(0, kMaxProgressMessageLength);
   const int32_t percent =
       static_cast<int32_t>(std::min<uint32_t>(progress.percent, 100));
   store_->SetProgress(

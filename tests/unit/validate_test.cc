@@ -29,6 +29,7 @@
 namespace ferry::testing {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
@@ -586,6 +587,62 @@ TEST(Convert, JobLeavesUnsetTimesUnsetAndPayloadOnRequest) {
   EXPECT_EQ(full.result(), "out");
   EXPECT_EQ(FromProto(full.lease_deadline()), kNow + absl::Seconds(30));
   EXPECT_EQ(full.progress().percent(), 10u);
+}
+
+// ---------------------------------------------------------- ValidatePolicy
+
+TEST(ValidatePolicy, NamesTheFieldWithTheCallersPrefixAndTheRange) {
+  EXPECT_THAT(ValidatePolicy(Policy(), "--"), IsOk());
+  struct Case {
+    void (*spoil)(JobPolicy&);
+    const char* message;
+  } cases[] = {
+      {[](JobPolicy& p) { p.lease_ttl = absl::Milliseconds(999); },
+       "--lease_ttl must be a duration in 1s..24h"},
+      {[](JobPolicy& p) { p.max_attempts = 0; },
+       "--max_attempts must be between 1 and 1000"},
+      {[](JobPolicy& p) { p.initial_backoff = -absl::Seconds(1); },
+       "--initial_backoff must be a duration in 0s.."},
+      {[](JobPolicy& p) { p.max_backoff = kMaxDelay + absl::Seconds(1); },
+       "--max_backoff must be a duration in 0s.."},
+      {[](JobPolicy& p) { p.max_backoff = p.initial_backoff / 2; },
+       "--max_backoff is below --initial_backoff"},
+      {[](JobPolicy& p) { p.max_payload_bytes = kMaxPayloadLimit + 1; },
+       "--max_payload_bytes must be between 1 and 268435456"},
+  };
+  for (const Case& c : cases) {
+    JobPolicy policy = Policy();
+    c.spoil(policy);
+    EXPECT_THAT(
+        ValidatePolicy(policy, "--"),
+        StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(c.message)));
+  }
+}
+
+// ---------------------------------------------------- ValidateWorkerQueues
+
+TEST(ValidateWorkerQueues, KeepsTheFirstOfEachQueueInOrder) {
+  google::protobuf::RepeatedPtrField<std::string> queues;
+  for (const char* q : {"b", "a", "b", "c", "a"}) *queues.Add() = q;
+  EXPECT_THAT(ValidateWorkerQueues("queues", queues),
+              IsOkAndHolds(ElementsAre("b", "a", "c")));
+}
+
+TEST(ValidateWorkerQueues, RefusesNoneTooManyAndBadNames) {
+  google::protobuf::RepeatedPtrField<std::string> queues;
+  EXPECT_THAT(ValidateWorkerQueues("Hello.queues", queues),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("Hello.queues must name 1 to 64 queues")));
+  for (int i = 0; i <= kMaxWorkerQueues; ++i) {
+    *queues.Add() = "q" + std::to_string(i);
+  }
+  EXPECT_THAT(ValidateWorkerQueues("queues", queues),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("queues must name 1 to 64 queues")));
+  queues.Clear();
+  *queues.Add() = "bad queue";
+  EXPECT_THAT(ValidateWorkerQueues("queues", queues),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("queue")));
 }
 
 }  // namespace
