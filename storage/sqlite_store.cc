@@ -22,24 +22,6 @@
 
 namespace ferry {
 
-absl::string_view JobStateName(JobState state) {
-  switch (state) {
-    case JobState::kScheduled:
-      return "SCHEDULED";
-    case JobState::kQueued:
-      return "QUEUED";
-    case JobState::kRunning:
-      return "RUNNING";
-    case JobState::kSucceeded:
-      return "SUCCEEDED";
-    case JobState::kFailed:
-      return "FAILED";
-    case JobState::kCancelled:
-      return "CANCELLED";
-  }
-  return "UNKNOWN";
-}
-
 namespace {
 
 using sqlite::Connection;

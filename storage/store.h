@@ -32,7 +32,23 @@ inline bool IsTerminal(JobState state) {
 }
 
 // "SCHEDULED", "QUEUED", ... ; "UNKNOWN" for anything else.
-absl::string_view JobStateName(JobState state);
+inline absl::string_view JobStateName(JobState state) {
+  switch (state) {
+    case JobState::kScheduled:
+      return "SCHEDULED";
+    case JobState::kQueued:
+      return "QUEUED";
+    case JobState::kRunning:
+      return "RUNNING";
+    case JobState::kSucceeded:
+      return "SUCCEEDED";
+    case JobState::kFailed:
+      return "FAILED";
+    case JobState::kCancelled:
+      return "CANCELLED";
+  }
+  return "UNKNOWN";
+}
 
 using Labels = std::map<std::string, std::string>;
 
