@@ -2,7 +2,7 @@
 // must not serve, and its SQLite settings. The contract itself is in
 // store_contract_test.cc.
 
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 
 #include <sqlite3.h>
 #include <sys/stat.h>

@@ -1,5 +1,5 @@
-#ifndef FERRY_STORAGE_SQLITE_STORE_H_
-#define FERRY_STORAGE_SQLITE_STORE_H_
+#ifndef FERRY_STORAGE_SQLITE_SQLITE_STORE_H_
+#define FERRY_STORAGE_SQLITE_SQLITE_STORE_H_
 
 #include <memory>
 #include <string>
@@ -50,4 +50,4 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
 
 }  // namespace ferry
 
-#endif  // FERRY_STORAGE_SQLITE_STORE_H_
+#endif  // FERRY_STORAGE_SQLITE_SQLITE_STORE_H_

@@ -1,4 +1,4 @@
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -18,7 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "base/status_macros.h"
-#include "storage/sqlite_db.h"
+#include "storage/sqlite/sqlite_db.h"
 
 namespace ferry {
 
