@@ -260,11 +260,6 @@ class Store {
   // Transactions committed since open; with group commit this grows slower
   // than the number of writes.
   virtual int64_t CommitCount() const = 0;
-
-  // Memory held by the write connection's page cache once the writes
-  // queued before the call are done, in bytes (for tests and stats; it
-  // waits for the writer, like Flush).
-  virtual absl::StatusOr<int64_t> WriterCacheBytes() = 0;
 };
 
 }  // namespace ferry

@@ -287,13 +287,13 @@ class TypedOp final : public Op {
 
 absl::Status CheckIntegrity(Connection& db, const std::string& path);
 
-class SqliteStore final : public Store {
+class SqliteStoreImpl final : public SqliteStore {
  public:
   // `check_in_background`: run the start-up integrity check on a reader of
   // its own, so that it overlaps with loading the live jobs
   // (AwaitStartupCheck has the verdict).
-  SqliteStore(SqliteOptions options, std::unique_ptr<Connection> writer,
-              int lock_fd, bool check_in_background)
+  SqliteStoreImpl(SqliteOptions options, std::unique_ptr<Connection> writer,
+                  int lock_fd, bool check_in_background)
       : options_(std::move(options)),
         writer_(std::move(writer)),
         lock_fd_(lock_fd) {
@@ -311,7 +311,7 @@ class SqliteStore final : public Store {
     }
   }
 
-  ~SqliteStore() override {
+  ~SqliteStoreImpl() override {
     if (check_thread_.joinable()) check_thread_.join();
     {
       absl::MutexLock lock(&mu_);
@@ -603,7 +603,7 @@ class SqliteStore final : public Store {
 
   bool Quiesce(absl::Duration timeout) override {
     absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithTimeout(absl::Condition(this, &SqliteStore::Idle),
+    return mu_.AwaitWithTimeout(absl::Condition(this, &SqliteStoreImpl::Idle),
                                 timeout);
   }
 
@@ -868,7 +868,7 @@ class SqliteStore final : public Store {
       Batch batch;
       {
         absl::MutexLock lock(
-            &mu_, absl::Condition(this, &SqliteStore::WriterHasWork));
+            &mu_, absl::Condition(this, &SqliteStoreImpl::WriterHasWork));
         if (pending_.empty()) {
           writer_done_ = true;  // stopping, and nothing can come
           return;
@@ -891,7 +891,7 @@ class SqliteStore final : public Store {
       Batch* batch;
       {
         absl::MutexLock lock(
-            &mu_, absl::Condition(this, &SqliteStore::CompleterHasWork));
+            &mu_, absl::Condition(this, &SqliteStoreImpl::CompleterHasWork));
         if (committed_.empty()) return;  // the writer is done
         // Stays in committed_ (a deque: the writer's push_back leaves it in
         // place) until its callbacks have run.
@@ -1143,7 +1143,7 @@ absl::Status Migrate(Connection& db, const std::string& path, int64_t version) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
+absl::StatusOr<std::unique_ptr<SqliteStore>> OpenSqliteStore(
     const SqliteOptions& options) {
   if (options.cache_kib <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -1183,8 +1183,8 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
   if (absl::Status s = Migrate(**writer, options.path, *version); !s.ok()) {
     return fail(s);
   }
-  return std::unique_ptr<Store>(new SqliteStore(options, *std::move(writer),
-                                                lock_fd, check_in_background));
+  return std::make_unique<SqliteStoreImpl>(options, *std::move(writer), lock_fd,
+                                           check_in_background);
 }
 
 }  // namespace ferry
