@@ -219,24 +219,40 @@ absl::Status NotFound(int64_t id) {
   return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
 }
 
+// What a conditional update of a job requires of it besides existing, to
+// explain a miss: FAILED_PRECONDITION "<prefix>job N is STATE, <why>".
+struct Requirement {
+  absl::string_view why;
+  absl::string_view prefix = "";
+};
+
+// An update keyed by a lease token.
+constexpr Requirement kCurrentLease = {
+    "and the lease token is not the current one", "lease lost: "};
+
 // Explains why a conditional update on job `id` matched no row: NOT_FOUND,
-// or FAILED_PRECONDITION "<prefix>job N is STATE, <why>".
-absl::Status WrongState(Connection& db, int64_t id, absl::string_view why,
-                        absl::string_view prefix = "") {
+// or FAILED_PRECONDITION as `requirement` says.
+absl::Status WrongState(Connection& db, int64_t id,
+                        const Requirement& requirement) {
   FERRY_ASSIGN_OR_RETURN(Statement stmt,
                          db.Prepare("SELECT state FROM jobs WHERE id = ?"));
   stmt.Bind(id);
   FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return NotFound(id);
   return absl::FailedPreconditionError(absl::StrCat(
-      prefix, "job ", id, " is ",
-      JobStateName(static_cast<JobState>(stmt.Int(0))), ", ", why));
+      requirement.prefix, "job ", id, " is ",
+      JobStateName(static_cast<JobState>(stmt.Int(0))), ", ", requirement.why));
 }
 
-// An update keyed by a lease token matched nothing.
-absl::Status LeaseMismatch(Connection& db, int64_t id) {
-  return WrongState(db, id, "and the lease token is not the current one",
-                    "lease lost: ");
+// Runs `update`, a conditional UPDATE of job `id` with its values bound,
+// and returns the job after it; if it matched no row, why (WrongState).
+absl::StatusOr<JobRecord> UpdateJobOrExplain(Connection& db, Statement& update,
+                                             int64_t id, bool with_payload,
+                                             const Requirement& requirement) {
+  FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
+                         UpdateJob(db, update, id, with_payload));
+  if (!job) return WrongState(db, id, requirement);
+  return *std::move(job);
 }
 
 // A queued write: applied inside the group transaction, completed after it
@@ -360,11 +376,8 @@ class SqliteStoreImpl final : public SqliteStore {
                   "progress_percent = 0, progress_message = '' "
                   "WHERE id = ?4 AND state = 2"));
           stmt.Bind(ToMicros(grant.now), grant.worker_id, grant.token, id);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/true));
-          if (!job) return WrongState(db, id, "not QUEUED");
-          return *std::move(job);
+          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/true,
+                                    {"not QUEUED"});
         },
         std::move(done));
   }
@@ -406,11 +419,8 @@ class SqliteStoreImpl final : public SqliteStore {
           stmt.BindInt(7, id);
           stmt.BindText(8, token);
           stmt.BindInt(9, outcome.reported ? 1 : 0);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return LeaseMismatch(db, id);
-          return *std::move(job);
+          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/false,
+                                    kCurrentLease);
         },
         std::move(done));
   }
@@ -427,11 +437,8 @@ class SqliteStoreImpl final : public SqliteStore {
                          "lease_deadline = NULL, worker_id = '' "
                          "WHERE id = ?2 AND state = 3 AND lease_token = ?3"));
           stmt.Bind(ToMicros(now), id, token);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return LeaseMismatch(db, id);
-          return *std::move(job);
+          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/false,
+                                    kCurrentLease);
         },
         std::move(done));
   }
@@ -449,11 +456,8 @@ class SqliteStoreImpl final : public SqliteStore {
                          "progress_message = ?2, updated_at = ?3 "
                          "WHERE id = ?4 AND state = 3 AND lease_token = ?5"));
           stmt.Bind(percent, message, ToMicros(now), id, token);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return LeaseMismatch(db, id);
-          return *std::move(job);
+          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/false,
+                                    kCurrentLease);
         },
         std::move(done));
   }
@@ -508,15 +512,9 @@ class SqliteStoreImpl final : public SqliteStore {
                          "progress_message = '' "
                          "WHERE id = ?2 AND state IN (5, 6)"));
           stmt.Bind(ToMicros(now), id);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) {
-            return WrongState(db, id,
-                              "only FAILED or CANCELLED jobs can be "
-                              "retried");
-          }
-          return *std::move(job);
+          return UpdateJobOrExplain(
+              db, stmt, id, /*with_payload=*/false,
+              {"only FAILED or CANCELLED jobs can be retried"});
         },
         std::move(done));
   }
