@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -341,22 +342,15 @@ class SqliteStoreImpl final : public SqliteStore {
 
   void LeaseJob(int64_t id, LeaseGrant grant,
                 ResultCallback<JobRecord> done) override {
-    pipeline_.Enqueue<JobRecord>(
-        [&db = *writer_, id,
-         grant = std::move(grant)]() -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare(
-                  "UPDATE jobs SET state = 3, attempt = attempt + 1, "
-                  "started_at = ?1, updated_at = ?1, worker_id = ?2, "
-                  "lease_token = ?3, lease_deadline = ?1 + lease_ttl_us, "
-                  "progress_percent = 0, progress_message = '' "
-                  "WHERE id = ?4 AND state = 2"));
-          stmt.Bind(ToMicros(grant.now), grant.worker_id, grant.token, id);
-          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/true,
-                                    {"not QUEUED"});
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET state = 3, attempt = attempt + 1, "
+        "started_at = ?1, updated_at = ?1, worker_id = ?2, "
+        "lease_token = ?3, lease_deadline = ?1 + lease_ttl_us, "
+        "progress_percent = 0, progress_message = '' "
+        "WHERE id = ?4 AND state = 2",
+        id, /*with_payload=*/true, {"not QUEUED"}, std::move(done),
+        ToMicros(grant.now), std::move(grant.worker_id), std::move(grant.token),
+        id);
   }
 
   void FinishAttempt(int64_t id, std::string lease_token,
@@ -404,38 +398,24 @@ class SqliteStoreImpl final : public SqliteStore {
 
   void ReleaseLease(int64_t id, std::string lease_token, absl::Time now,
                     ResultCallback<JobRecord> done) override {
-    pipeline_.Enqueue<JobRecord>(
-        [&db = *writer_, id, token = std::move(lease_token),
-         now]() -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare("UPDATE jobs SET state = 2, attempt = attempt - 1, "
-                         "updated_at = ?1, lease_token = NULL, "
-                         "lease_deadline = NULL, worker_id = '' "
-                         "WHERE id = ?2 AND state = 3 AND lease_token = ?3"));
-          stmt.Bind(ToMicros(now), id, token);
-          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/false,
-                                    kCurrentLease);
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET state = 2, attempt = attempt - 1, "
+        "updated_at = ?1, lease_token = NULL, "
+        "lease_deadline = NULL, worker_id = '' "
+        "WHERE id = ?2 AND state = 3 AND lease_token = ?3",
+        id, /*with_payload=*/false, kCurrentLease, std::move(done),
+        ToMicros(now), id, std::move(lease_token));
   }
 
   void SetProgress(int64_t id, std::string lease_token, int32_t percent,
                    std::string message, absl::Time now,
                    ResultCallback<JobRecord> done) override {
-    pipeline_.Enqueue<JobRecord>(
-        [&db = *writer_, id, token = std::move(lease_token), percent,
-         message = std::move(message), now]() -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare("UPDATE jobs SET progress_percent = ?1, "
-                         "progress_message = ?2, updated_at = ?3 "
-                         "WHERE id = ?4 AND state = 3 AND lease_token = ?5"));
-          stmt.Bind(percent, message, ToMicros(now), id, token);
-          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/false,
-                                    kCurrentLease);
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET progress_percent = ?1, "
+        "progress_message = ?2, updated_at = ?3 "
+        "WHERE id = ?4 AND state = 3 AND lease_token = ?5",
+        id, /*with_payload=*/false, kCurrentLease, std::move(done), percent,
+        std::move(message), ToMicros(now), id, std::move(lease_token));
   }
 
   void CancelJob(int64_t id, std::string reason, absl::Time now,
@@ -478,21 +458,15 @@ class SqliteStoreImpl final : public SqliteStore {
 
   void RetryJob(int64_t id, absl::Time now,
                 ResultCallback<JobRecord> done) override {
-    pipeline_.Enqueue<JobRecord>(
-        [&db = *writer_, id, now]() -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare("UPDATE jobs SET state = 2, attempt = 0, "
-                         "run_at = ?1, updated_at = ?1, finished_at = NULL, "
-                         "result = NULL, progress_percent = 0, "
-                         "progress_message = '' "
-                         "WHERE id = ?2 AND state IN (5, 6)"));
-          stmt.Bind(ToMicros(now), id);
-          return UpdateJobOrExplain(
-              db, stmt, id, /*with_payload=*/false,
-              {"only FAILED or CANCELLED jobs can be retried"});
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET state = 2, attempt = 0, "
+        "run_at = ?1, updated_at = ?1, finished_at = NULL, "
+        "result = NULL, progress_percent = 0, "
+        "progress_message = '' "
+        "WHERE id = ?2 AND state IN (5, 6)",
+        id, /*with_payload=*/false,
+        {"only FAILED or CANCELLED jobs can be retried"}, std::move(done),
+        ToMicros(now), id);
   }
 
   void PromoteDueJobs(absl::Time now, int limit,
@@ -715,6 +689,25 @@ class SqliteStoreImpl final : public SqliteStore {
   int64_t CommitCount() const override { return pipeline_.CommitCount(); }
 
  private:
+  // Queues `sql`, a conditional UPDATE of job `id` (a string literal: the
+  // statement cache is keyed by its address), with `args` bound to its
+  // parameters in order. `done` gets the job after it, or why it matched
+  // no row (UpdateJobOrExplain).
+  template <typename... Args>
+  void EnqueueUpdate(const char* sql, int64_t id, bool with_payload,
+                     Requirement requirement, ResultCallback<JobRecord> done,
+                     Args... args) {
+    pipeline_.Enqueue<JobRecord>(
+        [&db = *writer_, sql, id, with_payload, requirement,
+         args = std::make_tuple(
+             std::move(args)...)]() -> absl::StatusOr<JobRecord> {
+          FERRY_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(sql));
+          std::apply([&stmt](const auto&... arg) { stmt.Bind(arg...); }, args);
+          return UpdateJobOrExplain(db, stmt, id, with_payload, requirement);
+        },
+        std::move(done));
+  }
+
   static absl::StatusOr<CreateResult> InsertJob(Connection& db,
                                                 const JobRecord& job) {
     if (!job.idempotency_key.empty()) {
