@@ -20,7 +20,7 @@
 #include "server/queue_config.h"
 #include "server/server.h"
 #include "server/validate.h"
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 
 ABSL_FLAG(std::string, listen, ferry::kDefaultBrokerAddress,
           "Address to serve gRPC on, host:port. Port 0 picks a free port; "

@@ -32,7 +32,23 @@ inline bool IsTerminal(JobState state) {
 }
 
 // "SCHEDULED", "QUEUED", ... ; "UNKNOWN" for anything else.
-absl::string_view JobStateName(JobState state);
+inline absl::string_view JobStateName(JobState state) {
+  switch (state) {
+    case JobState::kScheduled:
+      return "SCHEDULED";
+    case JobState::kQueued:
+      return "QUEUED";
+    case JobState::kRunning:
+      return "RUNNING";
+    case JobState::kSucceeded:
+      return "SUCCEEDED";
+    case JobState::kFailed:
+      return "FAILED";
+    case JobState::kCancelled:
+      return "CANCELLED";
+  }
+  return "UNKNOWN";
+}
 
 using Labels = std::map<std::string, std::string>;
 
@@ -244,11 +260,6 @@ class Store {
   // Transactions committed since open; with group commit this grows slower
   // than the number of writes.
   virtual int64_t CommitCount() const = 0;
-
-  // Memory held by the write connection's page cache once the writes
-  // queued before the call are done, in bytes (for tests and stats; it
-  // waits for the writer, like Flush).
-  virtual absl::StatusOr<int64_t> WriterCacheBytes() = 0;
 };
 
 }  // namespace ferry

@@ -284,9 +284,6 @@ class FaultyStore final : public Store {
     return inner_->NextScheduledTime();
   }
   int64_t CommitCount() const override { return inner_->CommitCount(); }
-  absl::StatusOr<int64_t> WriterCacheBytes() override {
-    return inner_->WriterCacheBytes();
-  }
 
  private:
   // If a fault is set for `write`, clears it and fails `done` with it: in

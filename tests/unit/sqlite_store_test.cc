@@ -2,7 +2,7 @@
 // must not serve, and its SQLite settings. The contract itself is in
 // store_contract_test.cc.
 
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -82,7 +82,8 @@ class SqliteStoreTest : public ::testing::Test {
     return OpenSqliteStore(options);
   }
 
-  absl::StatusOr<std::unique_ptr<Store>> OpenWithCache(int64_t cache_kib) {
+  absl::StatusOr<std::unique_ptr<SqliteStore>> OpenWithCache(
+      int64_t cache_kib) {
     SqliteOptions options;
     options.path = path_;
     options.cache_kib = cache_kib;
@@ -287,7 +288,7 @@ TEST_F(SqliteStoreTest, DestroyingTheStoreCompletesPendingWrites) {
 
 // Writes ~8 MiB of jobs (4 KiB payloads) in groups of 100; returns the
 // writer's page cache size once they are committed.
-absl::StatusOr<int64_t> CacheAfterWritingMegabytes(Store& store,
+absl::StatusOr<int64_t> CacheAfterWritingMegabytes(SqliteStore& store,
                                                    absl::Time now) {
   for (int group = 0; group < 20; ++group) {
     std::vector<JobRecord> jobs;
@@ -376,7 +377,8 @@ TEST_F(SqliteStoreTest,
 }
 
 TEST_F(SqliteStoreTest, WriterPageCacheStaysWithinCacheKib) {
-  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, OpenWithCache(64));
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteStore> store,
+                             OpenWithCache(64));
   FERRY_ASSERT_OK_AND_ASSIGN(int64_t bytes,
                              CacheAfterWritingMegabytes(*store, clock_.Now()));
   EXPECT_GT(bytes, 0);
@@ -394,7 +396,7 @@ TEST_F(SqliteStoreTest, CacheKibBelowOneIsInvalidAndCreatesNothing) {
 }
 
 TEST_F(SqliteStoreTest, WriterPageCacheGrowsToALargerCacheKib) {
-  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteStore> store,
                              OpenWithCache(64 * 1024));
   FERRY_ASSERT_OK_AND_ASSIGN(int64_t bytes,
                              CacheAfterWritingMegabytes(*store, clock_.Now()));

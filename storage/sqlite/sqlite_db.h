@@ -1,5 +1,5 @@
-#ifndef FERRY_STORAGE_SQLITE_DB_H_
-#define FERRY_STORAGE_SQLITE_DB_H_
+#ifndef FERRY_STORAGE_SQLITE_SQLITE_DB_H_
+#define FERRY_STORAGE_SQLITE_SQLITE_DB_H_
 
 #include <cstdint>
 #include <memory>
@@ -120,4 +120,4 @@ class Connection {
 
 }  // namespace ferry::sqlite
 
-#endif  // FERRY_STORAGE_SQLITE_DB_H_
+#endif  // FERRY_STORAGE_SQLITE_SQLITE_DB_H_

@@ -1,6 +1,7 @@
-#ifndef FERRY_STORAGE_SQLITE_STORE_H_
-#define FERRY_STORAGE_SQLITE_STORE_H_
+#ifndef FERRY_STORAGE_SQLITE_SQLITE_STORE_H_
+#define FERRY_STORAGE_SQLITE_SQLITE_STORE_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -31,6 +32,16 @@ struct SqliteOptions {
   bool check_integrity = true;
 };
 
+// The Store on one SQLite file, with what only SQLite has. Thread-safe.
+// Made by OpenSqliteStore.
+class SqliteStore : public Store {
+ public:
+  // Memory held by the write connection's page cache once the writes
+  // queued before the call are done, in bytes (for tests and stats; it
+  // waits for the writer, like Flush). Not from a write's callback.
+  virtual absl::StatusOr<int64_t> WriterCacheBytes() = 0;
+};
+
 // Opens or creates the database at `options.path` and applies pending schema
 // migrations. Takes an exclusive lock (a `<path>.lock` file) so that a second
 // broker on the same file fails at once instead of corrupting it.
@@ -45,9 +56,9 @@ struct SqliteOptions {
 // commits pending writes in groups, and one thread that runs their
 // callbacks; destroying the store completes every queued write first
 // (including writes queued by callbacks).
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
+absl::StatusOr<std::unique_ptr<SqliteStore>> OpenSqliteStore(
     const SqliteOptions& options);
 
 }  // namespace ferry
 
-#endif  // FERRY_STORAGE_SQLITE_STORE_H_
+#endif  // FERRY_STORAGE_SQLITE_SQLITE_STORE_H_

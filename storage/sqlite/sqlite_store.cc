@@ -1,15 +1,14 @@
-#include "storage/sqlite_store.h"
+#include "storage/sqlite/sqlite_store.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <deque>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -18,27 +17,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "base/status_macros.h"
-#include "storage/sqlite_db.h"
+#include "storage/sqlite/sqlite_db.h"
+#include "storage/write_pipeline.h"
 
 namespace ferry {
-
-absl::string_view JobStateName(JobState state) {
-  switch (state) {
-    case JobState::kScheduled:
-      return "SCHEDULED";
-    case JobState::kQueued:
-      return "QUEUED";
-    case JobState::kRunning:
-      return "RUNNING";
-    case JobState::kSucceeded:
-      return "SUCCEEDED";
-    case JobState::kFailed:
-      return "FAILED";
-    case JobState::kCancelled:
-      return "CANCELLED";
-  }
-  return "UNKNOWN";
-}
 
 namespace {
 
@@ -237,86 +219,84 @@ absl::Status NotFound(int64_t id) {
   return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
 }
 
+// What a conditional update of a job requires of it besides existing, to
+// explain a miss: FAILED_PRECONDITION "<prefix>job N is STATE, <why>".
+struct Requirement {
+  absl::string_view why;
+  absl::string_view prefix = "";
+};
+
+// An update keyed by a lease token.
+constexpr Requirement kCurrentLease = {
+    "and the lease token is not the current one", "lease lost: "};
+
 // Explains why a conditional update on job `id` matched no row: NOT_FOUND,
-// or FAILED_PRECONDITION "<prefix>job N is STATE, <why>".
-absl::Status WrongState(Connection& db, int64_t id, absl::string_view why,
-                        absl::string_view prefix = "") {
+// or FAILED_PRECONDITION as `requirement` says.
+absl::Status WrongState(Connection& db, int64_t id,
+                        const Requirement& requirement) {
   FERRY_ASSIGN_OR_RETURN(Statement stmt,
                          db.Prepare("SELECT state FROM jobs WHERE id = ?"));
   stmt.Bind(id);
   FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return NotFound(id);
   return absl::FailedPreconditionError(absl::StrCat(
-      prefix, "job ", id, " is ",
-      JobStateName(static_cast<JobState>(stmt.Int(0))), ", ", why));
+      requirement.prefix, "job ", id, " is ",
+      JobStateName(static_cast<JobState>(stmt.Int(0))), ", ", requirement.why));
 }
 
-// An update keyed by a lease token matched nothing.
-absl::Status LeaseMismatch(Connection& db, int64_t id) {
-  return WrongState(db, id, "and the lease token is not the current one",
-                    "lease lost: ");
+// Runs `update`, a conditional UPDATE of job `id` with its values bound,
+// and returns the job after it; if it matched no row, why (WrongState).
+absl::StatusOr<JobRecord> UpdateJobOrExplain(Connection& db, Statement& update,
+                                             int64_t id, bool with_payload,
+                                             const Requirement& requirement) {
+  FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
+                         UpdateJob(db, update, id, with_payload));
+  if (!job) return WrongState(db, id, requirement);
+  return *std::move(job);
 }
 
-// A queued write: applied inside the group transaction, completed after it
-// commits (or fails).
-class Op {
- public:
-  virtual ~Op() = default;
-  // Returns the op's own error, if any; its changes are then rolled back.
-  virtual absl::Status Apply(Connection& db) = 0;
-  // `commit` is the group transaction's outcome.
-  virtual void Complete(const absl::Status& commit) = 0;
-  // True when Apply may change rows and then fail, so it needs a savepoint
-  // to undo itself. An op that changes rows with a single statement does
-  // not: SQLite undoes a failed statement on its own.
-  virtual bool multi_statement() const = 0;
-};
+absl::Status RunCached(Connection& db, const char* sql) {
+  FERRY_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(sql));
+  return stmt.Run();
+}
 
-template <typename T>
-class TypedOp final : public Op {
+// The write connection's transaction commands, for the WritePipeline. A
+// savepoint needs no unique name: one is open at a time.
+class SqliteTransactions final : public TransactionBackend {
  public:
-  using Fn = absl::AnyInvocable<absl::StatusOr<T>(Connection&)>;
-  TypedOp(Fn fn, ResultCallback<T> done, bool multi_statement)
-      : fn_(std::move(fn)),
-        done_(std::move(done)),
-        multi_statement_(multi_statement) {}
-  bool multi_statement() const override { return multi_statement_; }
+  // `db` is not owned and must outlive this.
+  explicit SqliteTransactions(Connection* db) : db_(*db) {}
 
-  absl::Status Apply(Connection& db) override {
-    result_ = fn_(db);
-    return result_.status();
+  absl::Status Begin() override { return RunCached(db_, "BEGIN IMMEDIATE"); }
+  absl::Status Savepoint() override { return RunCached(db_, "SAVEPOINT op"); }
+  absl::Status ReleaseSavepoint() override {
+    return RunCached(db_, "RELEASE op");
   }
-  void Complete(const absl::Status& commit) override {
-    // When the transaction failed, every op in it reports why (UNAVAILABLE,
-    // RESOURCE_EXHAUSTED...): one that succeeded did not happen, one the
-    // failure never reached did not run, and one that failed may have
-    // failed only because of an earlier op that was rolled back with it
-    // (a finish refused after a cancel, say).
-    if (!commit.ok()) result_ = commit;
-    std::move(done_)(std::move(result_));
+  absl::Status RollbackToSavepoint() override {
+    return RunCached(db_, "ROLLBACK TO op");
   }
+  absl::Status Commit() override { return RunCached(db_, "COMMIT"); }
+  void Rollback() override { (void)db_.Exec("ROLLBACK"); }
+  bool InTransaction() const override { return db_.InTransaction(); }
 
  private:
-  Fn fn_;
-  ResultCallback<T> done_;
-  absl::StatusOr<T> result_ = absl::UnknownError("not applied");
-  const bool multi_statement_;
+  Connection& db_;
 };
 
 absl::Status CheckIntegrity(Connection& db, const std::string& path);
 
-class SqliteStore final : public Store {
+class SqliteStoreImpl final : public SqliteStore {
  public:
   // `check_in_background`: run the start-up integrity check on a reader of
   // its own, so that it overlaps with loading the live jobs
   // (AwaitStartupCheck has the verdict).
-  SqliteStore(SqliteOptions options, std::unique_ptr<Connection> writer,
-              int lock_fd, bool check_in_background)
+  SqliteStoreImpl(SqliteOptions options, std::unique_ptr<Connection> writer,
+                  int lock_fd, bool check_in_background)
       : options_(std::move(options)),
         writer_(std::move(writer)),
-        lock_fd_(lock_fd) {
-    writer_thread_ = std::thread([this] { WriterLoop(); });
-    completion_thread_ = std::thread([this] { CompletionLoop(); });
+        transactions_(writer_.get()),
+        lock_fd_(lock_fd),
+        pipeline_(&transactions_) {
     if (check_in_background) {
       check_thread_ = std::thread([this] {
         absl::StatusOr<std::unique_ptr<Connection>> reader = OpenReader();
@@ -329,14 +309,9 @@ class SqliteStore final : public Store {
     }
   }
 
-  ~SqliteStore() override {
+  ~SqliteStoreImpl() override {
     if (check_thread_.joinable()) check_thread_.join();
-    {
-      absl::MutexLock lock(&mu_);
-      stopping_ = true;
-    }
-    writer_thread_.join();
-    completion_thread_.join();
+    pipeline_.Shutdown();
     // Readers close before the writer, so the last connection to close (the
     // one that checkpoints on close) is the writer.
     {
@@ -349,10 +324,11 @@ class SqliteStore final : public Store {
 
   void CreateJobs(std::vector<JobRecord> jobs,
                   ResultCallback<std::vector<CreateResult>> done) override {
-    const bool multi_statement = jobs.size() > 1;
-    Enqueue<std::vector<CreateResult>>(
-        [jobs = std::move(jobs)](
-            Connection& db) -> absl::StatusOr<std::vector<CreateResult>> {
+    // One insert per job: a later one may fail after an earlier one wrote.
+    const Undo undo = jobs.size() > 1 ? Undo::kBySavepoint : Undo::kByBackend;
+    pipeline_.Enqueue<std::vector<CreateResult>>(
+        [&db = *writer_, jobs = std::move(jobs)]()
+            -> absl::StatusOr<std::vector<CreateResult>> {
           std::vector<CreateResult> results;
           results.reserve(jobs.size());
           for (const JobRecord& job : jobs) {
@@ -361,38 +337,28 @@ class SqliteStore final : public Store {
           }
           return results;
         },
-        std::move(done), multi_statement);
+        std::move(done), undo);
   }
 
   void LeaseJob(int64_t id, LeaseGrant grant,
                 ResultCallback<JobRecord> done) override {
-    Enqueue<JobRecord>(
-        [id, grant = std::move(grant)](
-            Connection& db) -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare(
-                  "UPDATE jobs SET state = 3, attempt = attempt + 1, "
-                  "started_at = ?1, updated_at = ?1, worker_id = ?2, "
-                  "lease_token = ?3, lease_deadline = ?1 + lease_ttl_us, "
-                  "progress_percent = 0, progress_message = '' "
-                  "WHERE id = ?4 AND state = 2"));
-          stmt.Bind(ToMicros(grant.now), grant.worker_id, grant.token, id);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/true));
-          if (!job) return WrongState(db, id, "not QUEUED");
-          return *std::move(job);
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET state = 3, attempt = attempt + 1, "
+        "started_at = ?1, updated_at = ?1, worker_id = ?2, "
+        "lease_token = ?3, lease_deadline = ?1 + lease_ttl_us, "
+        "progress_percent = 0, progress_message = '' "
+        "WHERE id = ?4 AND state = 2",
+        id, /*with_payload=*/true, {"not QUEUED"}, std::move(done),
+        ToMicros(grant.now), std::move(grant.worker_id), std::move(grant.token),
+        id);
   }
 
   void FinishAttempt(int64_t id, std::string lease_token,
                      AttemptOutcome outcome,
                      ResultCallback<JobRecord> done) override {
-    Enqueue<JobRecord>(
-        [id, token = std::move(lease_token), outcome = std::move(outcome)](
-            Connection& db) -> absl::StatusOr<JobRecord> {
+    pipeline_.Enqueue<JobRecord>(
+        [&db = *writer_, id, token = std::move(lease_token),
+         outcome = std::move(outcome)]() -> absl::StatusOr<JobRecord> {
           FERRY_ASSIGN_OR_RETURN(
               Statement stmt,
               db.Prepare("UPDATE jobs SET state = ?1, updated_at = ?2, "
@@ -424,63 +390,39 @@ class SqliteStore final : public Store {
           stmt.BindInt(7, id);
           stmt.BindText(8, token);
           stmt.BindInt(9, outcome.reported ? 1 : 0);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return LeaseMismatch(db, id);
-          return *std::move(job);
+          return UpdateJobOrExplain(db, stmt, id, /*with_payload=*/false,
+                                    kCurrentLease);
         },
         std::move(done));
   }
 
   void ReleaseLease(int64_t id, std::string lease_token, absl::Time now,
                     ResultCallback<JobRecord> done) override {
-    Enqueue<JobRecord>(
-        [id, token = std::move(lease_token),
-         now](Connection& db) -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare("UPDATE jobs SET state = 2, attempt = attempt - 1, "
-                         "updated_at = ?1, lease_token = NULL, "
-                         "lease_deadline = NULL, worker_id = '' "
-                         "WHERE id = ?2 AND state = 3 AND lease_token = ?3"));
-          stmt.Bind(ToMicros(now), id, token);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return LeaseMismatch(db, id);
-          return *std::move(job);
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET state = 2, attempt = attempt - 1, "
+        "updated_at = ?1, lease_token = NULL, "
+        "lease_deadline = NULL, worker_id = '' "
+        "WHERE id = ?2 AND state = 3 AND lease_token = ?3",
+        id, /*with_payload=*/false, kCurrentLease, std::move(done),
+        ToMicros(now), id, std::move(lease_token));
   }
 
   void SetProgress(int64_t id, std::string lease_token, int32_t percent,
                    std::string message, absl::Time now,
                    ResultCallback<JobRecord> done) override {
-    Enqueue<JobRecord>(
-        [id, token = std::move(lease_token), percent,
-         message = std::move(message),
-         now](Connection& db) -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare("UPDATE jobs SET progress_percent = ?1, "
-                         "progress_message = ?2, updated_at = ?3 "
-                         "WHERE id = ?4 AND state = 3 AND lease_token = ?5"));
-          stmt.Bind(percent, message, ToMicros(now), id, token);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return LeaseMismatch(db, id);
-          return *std::move(job);
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET progress_percent = ?1, "
+        "progress_message = ?2, updated_at = ?3 "
+        "WHERE id = ?4 AND state = 3 AND lease_token = ?5",
+        id, /*with_payload=*/false, kCurrentLease, std::move(done), percent,
+        std::move(message), ToMicros(now), id, std::move(lease_token));
   }
 
   void CancelJob(int64_t id, std::string reason, absl::Time now,
                  ResultCallback<CancelResult> done) override {
-    Enqueue<CancelResult>(
-        [id, reason = std::move(reason),
-         now](Connection& db) -> absl::StatusOr<CancelResult> {
+    pipeline_.Enqueue<CancelResult>(
+        [&db = *writer_, id, reason = std::move(reason),
+         now]() -> absl::StatusOr<CancelResult> {
           CancelResult result;
           {
             FERRY_ASSIGN_OR_RETURN(
@@ -516,33 +458,21 @@ class SqliteStore final : public Store {
 
   void RetryJob(int64_t id, absl::Time now,
                 ResultCallback<JobRecord> done) override {
-    Enqueue<JobRecord>(
-        [id, now](Connection& db) -> absl::StatusOr<JobRecord> {
-          FERRY_ASSIGN_OR_RETURN(
-              Statement stmt,
-              db.Prepare("UPDATE jobs SET state = 2, attempt = 0, "
-                         "run_at = ?1, updated_at = ?1, finished_at = NULL, "
-                         "result = NULL, progress_percent = 0, "
-                         "progress_message = '' "
-                         "WHERE id = ?2 AND state IN (5, 6)"));
-          stmt.Bind(ToMicros(now), id);
-          FERRY_ASSIGN_OR_RETURN(
-              std::optional<JobRecord> job,
-              UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) {
-            return WrongState(db, id,
-                              "only FAILED or CANCELLED jobs can be "
-                              "retried");
-          }
-          return *std::move(job);
-        },
-        std::move(done));
+    EnqueueUpdate(
+        "UPDATE jobs SET state = 2, attempt = 0, "
+        "run_at = ?1, updated_at = ?1, finished_at = NULL, "
+        "result = NULL, progress_percent = 0, "
+        "progress_message = '' "
+        "WHERE id = ?2 AND state IN (5, 6)",
+        id, /*with_payload=*/false,
+        {"only FAILED or CANCELLED jobs can be retried"}, std::move(done),
+        ToMicros(now), id);
   }
 
   void PromoteDueJobs(absl::Time now, int limit,
                       ResultCallback<std::vector<JobKey>> done) override {
-    Enqueue<std::vector<JobKey>>(
-        [now, limit](Connection& db) -> absl::StatusOr<std::vector<JobKey>> {
+    pipeline_.Enqueue<std::vector<JobKey>>(
+        [&db = *writer_, now, limit]() -> absl::StatusOr<std::vector<JobKey>> {
           FERRY_ASSIGN_OR_RETURN(
               Statement stmt,
               db.Prepare("UPDATE jobs SET state = 2, updated_at = ?1 "
@@ -557,9 +487,9 @@ class SqliteStore final : public Store {
 
   void DeleteJobs(std::string queue, JobState state, int limit,
                   ResultCallback<std::vector<JobKey>> done) override {
-    Enqueue<std::vector<JobKey>>(
-        [queue = std::move(queue), state,
-         limit](Connection& db) -> absl::StatusOr<std::vector<JobKey>> {
+    pipeline_.Enqueue<std::vector<JobKey>>(
+        [&db = *writer_, queue = std::move(queue), state,
+         limit]() -> absl::StatusOr<std::vector<JobKey>> {
           FERRY_ASSIGN_OR_RETURN(
               Statement stmt,
               db.Prepare("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
@@ -573,8 +503,8 @@ class SqliteStore final : public Store {
 
   void DeleteFinishedBefore(absl::Time cutoff, int limit,
                             ResultCallback<int64_t> done) override {
-    Enqueue<int64_t>(
-        [cutoff, limit](Connection& db) -> absl::StatusOr<int64_t> {
+    pipeline_.Enqueue<int64_t>(
+        [&db = *writer_, cutoff, limit]() -> absl::StatusOr<int64_t> {
           FERRY_ASSIGN_OR_RETURN(
               Statement stmt,
               db.Prepare("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
@@ -590,9 +520,9 @@ class SqliteStore final : public Store {
 
   void SetQueuePaused(std::string queue, bool paused,
                       ResultCallback<bool> done) override {
-    Enqueue<bool>(
-        [queue = std::move(queue),
-         paused](Connection& db) -> absl::StatusOr<bool> {
+    pipeline_.Enqueue<bool>(
+        [&db = *writer_, queue = std::move(queue),
+         paused]() -> absl::StatusOr<bool> {
           FERRY_ASSIGN_OR_RETURN(
               Statement stmt,
               // Resuming a queue that has no row (never paused) inserts
@@ -614,21 +544,17 @@ class SqliteStore final : public Store {
     return check_status_;
   }
 
-  void Flush() override {
-    (void)RunOnWriter<bool>(
-        [](Connection&) -> absl::StatusOr<bool> { return true; });
-  }
+  void Flush() override { pipeline_.Flush(); }
 
   bool Quiesce(absl::Duration timeout) override {
-    absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithTimeout(absl::Condition(this, &SqliteStore::Idle),
-                                timeout);
+    return pipeline_.Quiesce(timeout);
   }
 
   absl::StatusOr<int64_t> WriterCacheBytes() override {
-    return RunOnWriter<int64_t>([](Connection& db) -> absl::StatusOr<int64_t> {
-      return db.CacheBytes();
-    });
+    return pipeline_.Run<int64_t>(
+        [&db = *writer_]() -> absl::StatusOr<int64_t> {
+          return db.CacheBytes();
+        });
   }
 
   absl::StatusOr<JobRecord> GetJob(int64_t id, bool with_payload) override {
@@ -760,11 +686,28 @@ class SqliteStore final : public Store {
     return WithReader([&](Connection& db) { return NextScheduled(db); });
   }
 
-  int64_t CommitCount() const override {
-    return commits_.load(std::memory_order_relaxed);
-  }
+  int64_t CommitCount() const override { return pipeline_.CommitCount(); }
 
  private:
+  // Queues `sql`, a conditional UPDATE of job `id` (a string literal: the
+  // statement cache is keyed by its address), with `args` bound to its
+  // parameters in order. `done` gets the job after it, or why it matched
+  // no row (UpdateJobOrExplain).
+  template <typename... Args>
+  void EnqueueUpdate(const char* sql, int64_t id, bool with_payload,
+                     Requirement requirement, ResultCallback<JobRecord> done,
+                     Args... args) {
+    pipeline_.Enqueue<JobRecord>(
+        [&db = *writer_, sql, id, with_payload, requirement,
+         args = std::make_tuple(
+             std::move(args)...)]() -> absl::StatusOr<JobRecord> {
+          FERRY_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(sql));
+          std::apply([&stmt](const auto&... arg) { stmt.Bind(arg...); }, args);
+          return UpdateJobOrExplain(db, stmt, id, with_payload, requirement);
+        },
+        std::move(done));
+  }
+
   static absl::StatusOr<CreateResult> InsertJob(Connection& db,
                                                 const JobRecord& job) {
     if (!job.idempotency_key.empty()) {
@@ -840,136 +783,6 @@ class SqliteStore final : public Store {
     return absl::FromUnixMicros(stmt.Int(0));
   }
 
-  // Runs `fn` on the writer thread, after the writes queued before it, and
-  // waits for its result.
-  template <typename T>
-  absl::StatusOr<T> RunOnWriter(typename TypedOp<T>::Fn fn) {
-    absl::Notification done;
-    absl::StatusOr<T> result;
-    Enqueue<T>(std::move(fn), [&](absl::StatusOr<T> r) {
-      result = std::move(r);
-      done.Notify();
-    });
-    done.WaitForNotification();
-    return result;
-  }
-
-  template <typename T>
-  void Enqueue(typename TypedOp<T>::Fn fn, ResultCallback<T> done,
-               bool multi_statement = false) {
-    auto op = std::make_unique<TypedOp<T>>(std::move(fn), std::move(done),
-                                           multi_statement);
-    absl::MutexLock lock(&mu_);
-    pending_.push_back(std::move(op));
-  }
-
-  // The writer stops only when nothing is pending and no completion can
-  // queue more: completions may write (a lease after a submit, say).
-  bool WriterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !pending_.empty() || (stopping_ && committed_.empty());
-  }
-  bool CompleterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !committed_.empty() || writer_done_;
-  }
-  // A callback queues its writes before it returns, and a batch leaves
-  // committed_ only after its callbacks have returned: once idle, only a
-  // write from outside the store can make it busy again.
-  bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return pending_.empty() && !committing_ && committed_.empty();
-  }
-
-  // Commits, and hands the batch to the completion thread: the next
-  // transaction starts while the last one's callbacks (memory updates,
-  // gRPC sends) run, so callbacks never hold up a commit.
-  void WriterLoop() {
-    while (true) {
-      Batch batch;
-      {
-        absl::MutexLock lock(
-            &mu_, absl::Condition(this, &SqliteStore::WriterHasWork));
-        if (pending_.empty()) {
-          writer_done_ = true;  // stopping, and nothing can come
-          return;
-        }
-        batch.ops.swap(pending_);
-        // The next group is likely about as large: no regrowing under mu_.
-        pending_.reserve(batch.ops.size());
-        committing_ = true;
-      }
-      batch.commit = CommitBatch(batch.ops);
-      absl::MutexLock lock(&mu_);
-      committed_.push_back(std::move(batch));
-      committing_ = false;
-    }
-  }
-
-  // Runs callbacks one batch after another, in commit order.
-  void CompletionLoop() {
-    while (true) {
-      Batch* batch;
-      {
-        absl::MutexLock lock(
-            &mu_, absl::Condition(this, &SqliteStore::CompleterHasWork));
-        if (committed_.empty()) return;  // the writer is done
-        // Stays in committed_ (a deque: the writer's push_back leaves it in
-        // place) until its callbacks have run.
-        batch = &committed_.front();
-      }
-      for (std::unique_ptr<Op>& op : batch->ops) op->Complete(batch->commit);
-      absl::MutexLock lock(&mu_);
-      committed_.pop_front();
-    }
-  }
-
-  // Applies every op in one transaction; an op that could fail half-way
-  // runs inside a savepoint, so that one op's failure undoes only its own
-  // changes.
-  absl::Status CommitBatch(std::vector<std::unique_ptr<Op>>& batch) {
-    Connection& db = *writer_;
-    // A failed ROLLBACK after a failed batch may have left the last
-    // transaction open: it must not absorb this batch.
-    if (db.InTransaction()) (void)db.Exec("ROLLBACK");
-    FERRY_RETURN_IF_ERROR(RunCached(db, "BEGIN IMMEDIATE"));
-    for (std::unique_ptr<Op>& op : batch) {
-      if (!op->multi_statement()) {
-        // Its error goes to its callback. Some errors (I/O, disk full) make
-        // SQLite roll back the whole transaction: then the batch fails, with
-        // that error.
-        absl::Status applied = op->Apply(db);
-        if (!applied.ok() && !db.InTransaction()) return applied;
-        continue;
-      }
-      absl::Status status = RunCached(db, "SAVEPOINT op");
-      if (status.ok()) {
-        absl::Status applied = op->Apply(db);
-        if (applied.ok()) {
-          status = RunCached(db, "RELEASE op");
-        } else if (!db.InTransaction()) {
-          return applied;  // rolled back whole, savepoint and all
-        } else {
-          status = RunCached(db, "ROLLBACK TO op");
-          if (status.ok()) status = RunCached(db, "RELEASE op");
-        }
-      }
-      if (!status.ok()) {
-        (void)db.Exec("ROLLBACK");
-        return status;
-      }
-    }
-    absl::Status status = RunCached(db, "COMMIT");
-    if (!status.ok()) {
-      (void)db.Exec("ROLLBACK");
-      return status;
-    }
-    commits_.fetch_add(1, std::memory_order_relaxed);
-    return absl::OkStatus();
-  }
-
-  static absl::Status RunCached(Connection& db, const char* sql) {
-    FERRY_ASSIGN_OR_RETURN(Statement stmt, db.Prepare(sql));
-    return stmt.Run();
-  }
-
   template <typename Fn>
   auto WithReader(Fn fn) -> decltype(fn(std::declval<Connection&>())) {
     std::unique_ptr<Connection> reader;
@@ -1004,28 +817,16 @@ class SqliteStore final : public Store {
   }
 
   const SqliteOptions options_;
-  std::unique_ptr<Connection> writer_;  // used only by the writer thread
+  // Used only on the pipeline's writer thread: by the writes it applies
+  // (they capture it) and through transactions_.
+  std::unique_ptr<Connection> writer_;
+  SqliteTransactions transactions_;
   const int lock_fd_;
-  std::atomic<int64_t> commits_{0};
-
-  struct Batch {
-    std::vector<std::unique_ptr<Op>> ops;
-    absl::Status commit;
-  };
-
-  absl::Mutex mu_;
-  std::vector<std::unique_ptr<Op>> pending_ ABSL_GUARDED_BY(mu_);
-  std::deque<Batch> committed_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool committing_ ABSL_GUARDED_BY(mu_) = false;  // a batch is off pending_
+  WritePipeline pipeline_;  // after what its writes use
 
   absl::Mutex readers_mu_;
   std::vector<std::unique_ptr<Connection>> readers_
       ABSL_GUARDED_BY(readers_mu_);
-
-  std::thread writer_thread_;
-  std::thread completion_thread_;
 
   // The start-up check's verdict: written once, before checked_ is notified.
   absl::Status check_status_;
@@ -1161,7 +962,7 @@ absl::Status Migrate(Connection& db, const std::string& path, int64_t version) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
+absl::StatusOr<std::unique_ptr<SqliteStore>> OpenSqliteStore(
     const SqliteOptions& options) {
   if (options.cache_kib <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -1201,8 +1002,8 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
   if (absl::Status s = Migrate(**writer, options.path, *version); !s.ok()) {
     return fail(s);
   }
-  return std::unique_ptr<Store>(new SqliteStore(options, *std::move(writer),
-                                                lock_fd, check_in_background));
+  return std::make_unique<SqliteStoreImpl>(options, *std::move(writer), lock_fd,
+                                           check_in_background);
 }
 
 }  // namespace ferry
