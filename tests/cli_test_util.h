@@ -1,0 +1,62 @@
+#ifndef FERRY_TESTS_CLI_TEST_UTIL_H_
+#define FERRY_TESTS_CLI_TEST_UTIL_H_
+
+// Reading what `ferry` printed, for the CLI's tests in process
+// (integration/cli_test.cc) and end to end (e2e/ferry_cli_test.cc).
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "ferry/v1/jobs.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+
+namespace ferry::testing {
+
+// How a `ferry` run ended.
+struct CliRun {
+  int code = -1;
+  std::string out;  // stdout only
+  std::string all;  // stdout and stderr
+};
+
+// Parses what `ferry --json` printed into the message it stands for; a
+// failed test if it is not exactly that message as JSON.
+template <typename Message>
+Message ParseJson(absl::string_view json) {
+  Message message;
+  google::protobuf::util::Status status =
+      google::protobuf::util::JsonStringToMessage(
+          std::string(absl::StripAsciiWhitespace(json)), &message);
+  EXPECT_TRUE(status.ok()) << status.ToString() << " in:\n" << json;
+  return message;
+}
+
+inline std::vector<std::string> Ids(const v1::ListResponse& response) {
+  std::vector<std::string> ids;
+  for (const v1::Job& job : response.jobs()) ids.push_back(job.id());
+  return ids;
+}
+
+// The non-empty lines of `text`.
+inline std::vector<std::string> Lines(absl::string_view text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+// The cells of the table row whose first cell is `first`; empty if none.
+inline std::vector<std::string> Row(absl::string_view table,
+                                    absl::string_view first) {
+  for (const std::string& line : Lines(table)) {
+    std::vector<std::string> cells =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (!cells.empty() && cells[0] == first) return cells;
+  }
+  return {};
+}
+
+}  // namespace ferry::testing
+
+#endif  // FERRY_TESTS_CLI_TEST_UTIL_H_
