@@ -8,9 +8,12 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "ferry/v1/jobs.pb.h"
+#include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
@@ -22,6 +25,13 @@ struct CliRun {
   std::string out;  // stdout only
   std::string all;  // stdout and stderr
 };
+
+// A CliRun that exited with `code` and printed `text` (stdout or stderr).
+MATCHER_P2(ExitsWith, code, text,
+           absl::StrCat("exits ", code, " printing \"", text, "\"")) {
+  *result_listener << "exited " << arg.code << " printing:\n" << arg.all;
+  return arg.code == code && absl::StrContains(arg.all, text);
+}
 
 // Parses what `ferry --json` printed into the message it stands for; a
 // failed test if it is not exactly that message as JSON.

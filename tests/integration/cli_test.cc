@@ -268,16 +268,12 @@ TEST_F(CliTest, SubmitReadsThePayloadFromAFileByteForByte) {
   EXPECT_EQ(get.code, 0) << get.all;
   EXPECT_THAT(get.out, HasSubstr("(13 bytes, not text; use --json)"));
 
-  CliRun missing = Ferry({"submit", kQueue, "--payload-file", path + ".none"});
-  EXPECT_EQ(missing.code, 2) << missing.all;
-  EXPECT_THAT(missing.all,
-              HasSubstr("cannot read " + path + ".none: No such file"));
+  EXPECT_THAT(Ferry({"submit", kQueue, "--payload-file", path + ".none"}),
+              ExitsWith(2, "cannot read " + path + ".none: No such file"));
 
   // A directory opens but cannot be read: a usage error, not a crash.
-  CliRun directory = Ferry({"submit", kQueue, "--payload-file", dir.path()});
-  EXPECT_EQ(directory.code, 2) << directory.all;
-  EXPECT_THAT(directory.all,
-              HasSubstr("cannot read " + dir.path() + ": Is a directory"));
+  EXPECT_THAT(Ferry({"submit", kQueue, "--payload-file", dir.path()}),
+              ExitsWith(2, "cannot read " + dir.path() + ": Is a directory"));
 }
 
 TEST_F(CliTest, SubmitWithAKnownIdempotencyKeyPrintsTheSameIdAndSaysSo) {
@@ -361,9 +357,7 @@ TEST_F(CliTest, SubmitWaitOnAJobThatFailsExitsFiveWithTheError) {
 
   v1::ListResponse listed = ListJson();
   ASSERT_EQ(listed.jobs_size(), 1);
-  CliRun wait = Ferry({"wait", listed.jobs(0).id()});
-  EXPECT_EQ(wait.code, 5) << wait.all;
-  EXPECT_THAT(wait.all, HasSubstr("disk full"));
+  EXPECT_THAT(Ferry({"wait", listed.jobs(0).id()}), ExitsWith(5, "disk full"));
 }
 
 TEST_F(CliTest, SubmitWaitTimeoutOnAJobNobodyRunsExitsSix) {
@@ -402,9 +396,7 @@ TEST_F(CliTest, SubmitWithBadOptionsIsAUsageErrorAndSubmitsNothing) {
     EXPECT_THAT(run.all, HasSubstr("Usage: ferry submit QUEUE"));
     EXPECT_THAT(run.out, IsEmpty());
   }
-  CliRun no_queue = Ferry({"submit"});
-  EXPECT_EQ(no_queue.code, 2) << no_queue.all;
-  EXPECT_THAT(no_queue.all, HasSubstr("expected one QUEUE"));
+  EXPECT_THAT(Ferry({"submit"}), ExitsWith(2, "expected one QUEUE"));
   EXPECT_THAT(ListJson().jobs(), IsEmpty());
 }
 
@@ -469,9 +461,7 @@ TEST_F(CliTest, WaitTimeoutOnAJobNobodyRunsExitsSix) {
 TEST_F(CliTest, WaitOnACancelledJobExitsFive) {
   const std::string id = MustSubmit();
   ASSERT_EQ(Ferry({"cancel", id, "--reason", "changed plans"}).code, 0);
-  CliRun run = Ferry({"wait", id});
-  EXPECT_EQ(run.code, 5) << run.all;
-  EXPECT_THAT(run.all, HasSubstr("CANCELLED: changed plans"));
+  EXPECT_THAT(Ferry({"wait", id}), ExitsWith(5, "CANCELLED: changed plans"));
 }
 
 TEST_F(CliTest, WatchPrintsEachStateUntilTheJobIsTerminal) {
@@ -602,13 +592,10 @@ TEST_F(CliTest, ListWithBadFiltersIsAUsageError) {
     SCOPED_TRACE(absl::StrJoin(args, " "));
     std::vector<std::string> argv = {"list"};
     argv.insert(argv.end(), args.begin(), args.end());
-    CliRun run = Ferry(argv);
-    EXPECT_EQ(run.code, 2) << run.all;
-    EXPECT_THAT(run.all, HasSubstr("Usage: ferry list"));
+    EXPECT_THAT(Ferry(argv), ExitsWith(2, "Usage: ferry list"));
   }
-  CliRun bad_queue = Ferry({"list", "--queue", "no such queue"});
-  EXPECT_EQ(bad_queue.code, 2) << bad_queue.all;
-  EXPECT_THAT(bad_queue.all, HasSubstr("is invalid"));
+  EXPECT_THAT(Ferry({"list", "--queue", "no such queue"}),
+              ExitsWith(2, "is invalid"));
 }
 
 // ------------------------------------------------------------ cancel, retry
@@ -623,9 +610,8 @@ TEST_F(CliTest, CancelAndRetryMoveTheJobAndSayWhereItIs) {
   EXPECT_THAT(cancelled.last_error(), HasSubstr("customer left"));
 
   // Cancelling again is refused by the broker: exit 1 with its message.
-  CliRun again = Ferry({"cancel", id});
-  EXPECT_EQ(again.code, 1) << again.all;
-  EXPECT_THAT(again.all, HasSubstr(absl::StrCat("ferry: job ", id, " is ")));
+  EXPECT_THAT(Ferry({"cancel", id}),
+              ExitsWith(1, absl::StrCat("ferry: job ", id, " is ")));
 
   CliRun retry = Ferry({"retry", id});
   EXPECT_EQ(retry.code, 0) << retry.all;
@@ -633,9 +619,7 @@ TEST_F(CliTest, CancelAndRetryMoveTheJobAndSayWhereItIs) {
   EXPECT_EQ(GetJob(id).state(), v1::JOB_STATE_QUEUED);
 
   // A queued job cannot be retried.
-  CliRun retry_again = Ferry({"retry", id});
-  EXPECT_EQ(retry_again.code, 1) << retry_again.all;
-  EXPECT_THAT(retry_again.all, HasSubstr("ferry: job " + id));
+  EXPECT_THAT(Ferry({"retry", id}), ExitsWith(1, "ferry: job " + id));
 }
 
 TEST_F(CliTest, CancelAndRetryJsonPrintTheJob) {
@@ -696,9 +680,8 @@ TEST_F(CliTest, PauseAndResumeJsonPrintAnEmptyObject) {
   CliRun resume = Ferry({"--json", "resume", kQueue});
   EXPECT_EQ(resume.code, 0) << resume.all;
   EXPECT_EQ(resume.out, "{}\n");
-  CliRun bad = Ferry({"pause", "bad queue"});
-  EXPECT_EQ(bad.code, 2) << bad.all;
-  EXPECT_THAT(bad.all, HasSubstr("queue \"bad queue\" is invalid"));
+  EXPECT_THAT(Ferry({"pause", "bad queue"}),
+              ExitsWith(2, "queue \"bad queue\" is invalid"));
 }
 
 TEST_F(CliTest, PurgeDeletesTheJobsOfOneStateAndSaysHowMany) {
@@ -722,12 +705,9 @@ TEST_F(CliTest, PurgeDeletesTheJobsOfOneStateAndSaysHowMany) {
 }
 
 TEST_F(CliTest, PurgeNeedsAStateThatIsNotRunning) {
-  CliRun no_state = Ferry({"purge", kQueue});
-  EXPECT_EQ(no_state.code, 2) << no_state.all;
-  EXPECT_THAT(no_state.all, HasSubstr("--state is required"));
-  CliRun bad_state = Ferry({"purge", kQueue, "--state", "gone"});
-  EXPECT_EQ(bad_state.code, 2) << bad_state.all;
-  EXPECT_THAT(bad_state.all, HasSubstr("unknown state gone"));
+  EXPECT_THAT(Ferry({"purge", kQueue}), ExitsWith(2, "--state is required"));
+  EXPECT_THAT(Ferry({"purge", kQueue, "--state", "gone"}),
+              ExitsWith(2, "unknown state gone"));
   // The broker refuses RUNNING: cancel those instead.
   CliRun running = Ferry({"purge", kQueue, "--state", "running"});
   EXPECT_EQ(running.code, 1) << running.all;
@@ -779,21 +759,15 @@ TEST_F(CliTest, UnknownJobIdExitsThreeWithNotFound) {
 TEST_F(CliTest, MalformedJobIdExitsTwoWithTheBrokersMessage) {
   for (const std::string command : {"get", "wait", "watch", "cancel"}) {
     SCOPED_TRACE(command);
-    CliRun run = Ferry({command, "12abc"});
-    EXPECT_EQ(run.code, 2) << run.all;
-    EXPECT_THAT(run.all,
-                HasSubstr("job_id must be a positive integer as returned by "
+    EXPECT_THAT(Ferry({command, "12abc"}),
+                ExitsWith(2,
+                          "job_id must be a positive integer as returned by "
                           "Submit, got \"12abc\""));
   }
-  CliRun no_id = Ferry({"get"});
-  EXPECT_EQ(no_id.code, 2) << no_id.all;
-  EXPECT_THAT(no_id.all, HasSubstr("expected one ID"));
-  CliRun two_ids = Ferry({"get", "1", "2"});
-  EXPECT_EQ(two_ids.code, 2) << two_ids.all;
-  EXPECT_THAT(two_ids.all, HasSubstr("expected one ID"));
-  CliRun extra = Ferry({"queues", "q"});
-  EXPECT_EQ(extra.code, 2) << extra.all;
-  EXPECT_THAT(extra.all, HasSubstr("ferry queues: takes no arguments"));
+  EXPECT_THAT(Ferry({"get"}), ExitsWith(2, "expected one ID"));
+  EXPECT_THAT(Ferry({"get", "1", "2"}), ExitsWith(2, "expected one ID"));
+  EXPECT_THAT(Ferry({"queues", "q"}),
+              ExitsWith(2, "ferry queues: takes no arguments"));
 }
 
 TEST_F(CliTest, InvalidQueueNameExitsTwoWithTheBrokersMessage) {
@@ -855,22 +829,18 @@ TEST_F(CliTest, UnknownCommandOrGlobalOptionExitsTwoWithTheUsage) {
   EXPECT_THAT(nothing.all, HasSubstr("Usage: ferry"));
   EXPECT_THAT(nothing.out, IsEmpty());
 
-  CliRun global = Ferry({"--verbose", "queues"});
-  EXPECT_EQ(global.code, 2) << global.all;
-  EXPECT_THAT(global.all, HasSubstr("unknown global option --verbose"));
+  EXPECT_THAT(Ferry({"--verbose", "queues"}),
+              ExitsWith(2, "unknown global option --verbose"));
   CliRun prefix = Ferry({"--brokers=x", "queues"});  // not --broker
   EXPECT_EQ(prefix.code, 2) << prefix.all;
   EXPECT_THAT(prefix.all, HasSubstr("unknown global option --brokers=x"));
-  CliRun forever = Ferry({"--call-timeout", "inf", "queues"});
-  EXPECT_EQ(forever.code, 2) << forever.all;
-  EXPECT_THAT(forever.all, HasSubstr("--call-timeout wants a duration"));
-  CliRun zero = Ferry({"queues", "--call-timeout=0s"});
-  EXPECT_EQ(zero.code, 2) << zero.all;
-  EXPECT_THAT(zero.all, HasSubstr("ferry: --call-timeout wants a duration"));
+  EXPECT_THAT(Ferry({"--call-timeout", "inf", "queues"}),
+              ExitsWith(2, "--call-timeout wants a duration"));
+  EXPECT_THAT(Ferry({"queues", "--call-timeout=0s"}),
+              ExitsWith(2, "ferry: --call-timeout wants a duration"));
 
-  CliRun help_for_nothing = Ferry({"help", "frobnicate"});
-  EXPECT_EQ(help_for_nothing.code, 2) << help_for_nothing.all;
-  EXPECT_THAT(help_for_nothing.all, HasSubstr("unknown command frobnicate"));
+  EXPECT_THAT(Ferry({"help", "frobnicate"}),
+              ExitsWith(2, "unknown command frobnicate"));
 }
 
 TEST_F(CliTest, GlobalOptionsMayFollowTheCommand) {
@@ -879,9 +849,8 @@ TEST_F(CliTest, GlobalOptionsMayFollowTheCommand) {
                                     "--call-timeout", "5s", "--json"});
   EXPECT_EQ(run.code, 0) << run.all;
   EXPECT_THAT(run.out, StartsWith("{"));
-  CliRun empty = Ferry({"queues", "--broker="});
-  EXPECT_EQ(empty.code, 2) << empty.all;
-  EXPECT_THAT(empty.all, HasSubstr("--broker wants HOST:PORT"));
+  EXPECT_THAT(Ferry({"queues", "--broker="}),
+              ExitsWith(2, "--broker wants HOST:PORT"));
 }
 
 TEST_F(CliTest, UnknownOptionExitsTwoWithTheCommandsUsage) {
@@ -893,9 +862,8 @@ TEST_F(CliTest, UnknownOptionExitsTwoWithTheCommandsUsage) {
 }
 
 TEST_F(CliTest, DoubleDashEndsTheOptions) {
-  CliRun run = Ferry({"get", "--", "--json"});
-  EXPECT_EQ(run.code, 2) << run.all;
-  EXPECT_THAT(run.all, HasSubstr("job_id must be a positive integer"));
+  EXPECT_THAT(Ferry({"get", "--", "--json"}),
+              ExitsWith(2, "job_id must be a positive integer"));
 }
 
 TEST_F(CliTest, HelpPrintsTheUsageOfEveryCommandAndExitsZero) {
