@@ -45,6 +45,20 @@ Message ParseJson(absl::string_view json) {
   return message;
 }
 
+// What a `ferry --json ...` that must succeed printed, as the message.
+template <typename Message>
+Message JsonOf(const CliRun& run) {
+  EXPECT_EQ(run.code, 0) << run.all;
+  return ParseJson<Message>(run.out);
+}
+
+// The id a `ferry submit` that must succeed printed.
+inline std::string SubmittedId(const CliRun& run) {
+  EXPECT_EQ(run.code, 0) << run.all;
+  EXPECT_THAT(run.out, ::testing::MatchesRegex("[0-9]+\n")) << run.all;
+  return std::string(absl::StripTrailingAsciiWhitespace(run.out));
+}
+
 inline std::vector<std::string> Ids(const v1::ListResponse& response) {
   std::vector<std::string> ids;
   for (const v1::Job& job : response.jobs()) ids.push_back(job.id());

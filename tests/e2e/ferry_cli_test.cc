@@ -36,7 +36,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-using ::testing::MatchesRegex;
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 // Bounds one command; a healthy one takes milliseconds.
@@ -118,25 +117,18 @@ class FerryCliTest : public ::testing::Test {
   std::string MustSubmit(std::vector<std::string> args = {},
                          Subprocess::Options options = {}) {
     args.insert(args.begin(), {"submit", Queue()});
-    CliRun run = Ferry(std::move(args), std::move(options));
-    EXPECT_EQ(run.code, 0) << run.all;
-    EXPECT_THAT(run.out, MatchesRegex("[0-9]+\n")) << run.all;
-    return std::string(absl::StripTrailingAsciiWhitespace(run.out));
+    return SubmittedId(Ferry(std::move(args), std::move(options)));
   }
 
   // The job as `ferry --json get` shows it.
   v1::Job GetJob(const std::string& id) {
-    CliRun run = Ferry({"--json", "get", id});
-    EXPECT_EQ(run.code, 0) << run.all;
-    return ParseJson<v1::Job>(run.out);
+    return JsonOf<v1::Job>(Ferry({"--json", "get", id}));
   }
 
   // `ferry --json list ARGS...`, as a ListResponse.
   v1::ListResponse ListJson(std::vector<std::string> args) {
     args.insert(args.begin(), {"--json", "list"});
-    CliRun run = Ferry(std::move(args));
-    EXPECT_EQ(run.code, 0) << run.all;
-    return ParseJson<v1::ListResponse>(run.out);
+    return JsonOf<v1::ListResponse>(Ferry(std::move(args)));
   }
 
   // A ferry-worker taking jobs from Queue() and running `command` for each,

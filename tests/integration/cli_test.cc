@@ -151,25 +151,18 @@ class CliTest : public ServerTest {
   // `ferry submit kQueue ARGS...` that must succeed; the new job's id.
   std::string MustSubmit(std::vector<std::string> args = {}) {
     args.insert(args.begin(), {"submit", kQueue});
-    CliRun run = Ferry(args);
-    EXPECT_EQ(run.code, 0) << run.all;
-    EXPECT_THAT(run.out, MatchesRegex("[0-9]+\n")) << run.all;
-    return std::string(absl::StripTrailingAsciiWhitespace(run.out));
+    return SubmittedId(Ferry(args));
   }
 
   // The job as `ferry --json get` shows it.
   v1::Job GetJob(const std::string& id) {
-    CliRun run = Ferry({"--json", "get", id});
-    EXPECT_EQ(run.code, 0) << run.all;
-    return ParseJson<v1::Job>(run.out);
+    return JsonOf<v1::Job>(Ferry({"--json", "get", id}));
   }
 
   // `ferry --json list --queue kQueue ARGS...`, as a ListResponse.
   v1::ListResponse ListJson(std::vector<std::string> args = {}) {
     args.insert(args.begin(), {"--json", "list", "--queue", kQueue});
-    CliRun run = Ferry(args);
-    EXPECT_EQ(run.code, 0) << run.all;
-    return ParseJson<v1::ListResponse>(run.out);
+    return JsonOf<v1::ListResponse>(Ferry(args));
   }
 
   // Waits until the broker has registered a Wait whose deadline is at or
