@@ -3,6 +3,9 @@
 # The SDK against the real server over loopback with a fake clock.
 ferry_test(integration/client_test.cc ferry_client ferry_server ferry_storage)
 
-# The ferry CLI end to end: a real ferryd (one per suite) and ferry-worker.
+# The CLI in process (RunCli) against the real server with a fake clock.
+ferry_test(integration/cli_test.cc ferry_cli ferry_server ferry_storage)
+
+# The ferry binary end to end: a real ferryd (one per suite) and ferry-worker.
 ferry_test(e2e/ferry_cli_test.cc ferry_e2e_support ferry_proto)
 ferry_e2e_binaries(ferry_cli_test)
