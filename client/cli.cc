@@ -15,6 +15,7 @@
 #include "client/cli_flags.h"
 #include "client/client.h"
 #include "google/protobuf/util/json_util.h"
+#include "proto/protocol_limits.h"
 #include "proto/time_util.h"
 
 namespace ferry {
@@ -230,15 +231,15 @@ class Cli {
   }
 
   int WaitFor(const std::string& id, absl::Duration timeout) {
-    // The broker holds one Wait for at most an hour; longer waits loop.
+    // The broker holds one Wait for at most kMaxWait; longer waits loop.
     const absl::Time deadline = absl::Now() + timeout;
     while (true) {
       const absl::Duration left =
           std::max(absl::ZeroDuration(), deadline - absl::Now());
       absl::StatusOr<v1::WaitResponse> waited =
-          client_.Wait(id, std::min(left, absl::Hours(1)));
+          client_.Wait(id, std::min(left, kMaxWait));
       if (!waited.ok()) return Fail(waited.status());
-      if (waited->done() || left <= absl::Hours(1)) {
+      if (waited->done() || left <= kMaxWait) {
         return Outcome(waited->job(), waited->done());
       }
     }
@@ -387,8 +388,9 @@ int List(Cli& cli, const ParsedArgs& p) {
   const bool all = p.Has("all");
   v1::ListResponse combined;
   while (true) {
-    const int64_t want = all ? 1000 : limit - combined.jobs_size();
-    request.set_page_size(static_cast<uint32_t>(std::min<int64_t>(want, 1000)));
+    const int64_t want = all ? kMaxPageSize : limit - combined.jobs_size();
+    request.set_page_size(
+        static_cast<uint32_t>(std::min<int64_t>(want, kMaxPageSize)));
     absl::StatusOr<v1::ListResponse> page = cli.client().List(request);
     if (!page.ok()) return cli.Fail(page.status());
     for (v1::Job& job : *page->mutable_jobs())

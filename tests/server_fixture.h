@@ -252,6 +252,15 @@ class ServerTest : public ::testing::Test {
     return PollUntil(condition, timeout, absl::Milliseconds(1));
   }
 
+  // Waits until the broker has registered a Wait or Watch whose deadline
+  // is at or before `deadline`: its next tick is then no later than that.
+  // No API reports it, so this polls (bounded) in-process state.
+  void AwaitWatcherWithDeadline(absl::Time deadline) {
+    ASSERT_TRUE(Eventually([&] {
+      return server().broker()->NextTickTime() <= deadline;
+    })) << "the broker never registered the Wait";
+  }
+
   ServerOptions options_;
 
  private:

@@ -165,20 +165,12 @@ class CliTest : public ServerTest {
     return JsonOf<v1::ListResponse>(Ferry(args));
   }
 
-  // Waits until the broker has registered a Wait whose deadline is at or
-  // before `deadline` (no API reports it; a bounded poll of its state).
-  void AwaitWaitUntil(absl::Time deadline) {
-    ASSERT_TRUE(Eventually([&] {
-      return server().broker()->NextTickTime() <= deadline;
-    })) << "the broker never registered the Wait";
-  }
-
   // Runs `wait_args` (a wait for a job nobody runs, with a 5s timeout) to
   // its timeout on the fake clock.
   CliRun RunWaitToItsTimeout(std::vector<std::string> wait_args) {
     Tick();
     std::unique_ptr<Background> command = Start(std::move(wait_args));
-    AwaitWaitUntil(Now() + absl::Seconds(5));
+    AwaitWatcherWithDeadline(Now() + absl::Seconds(5));
     Advance(absl::Seconds(5));
     return command->Join();
   }

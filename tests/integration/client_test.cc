@@ -100,14 +100,6 @@ class ClientTest : public ServerTest {
     ASSERT_TRUE(worker->ExpectResultAck().has_value());
   }
 
-  // Waits until the broker has registered a Wait whose deadline is
-  // `deadline` (the API reports no such event; bounded poll of its state).
-  void AwaitWatcherWithDeadline(absl::Time deadline) {
-    ASSERT_TRUE(Eventually([&] {
-      return server().broker()->NextTickTime() <= deadline;
-    })) << "the broker never registered the Wait";
-  }
-
   std::unique_ptr<Client> client_;
 };
 

@@ -168,15 +168,6 @@ class JobsApiTest : public ServerTest {
     request.set_state(state);
     return Call(jobs(), &v1::Jobs::Stub::PurgeQueue, request);
   }
-
-  // Waits until the broker has registered a Wait or Watch whose deadline is
-  // `deadline`: its next tick is then no later than that. The API reports
-  // no such event, so this polls (bounded) in-process state.
-  void AwaitWatcherWithDeadline(absl::Time deadline) {
-    ASSERT_TRUE(Eventually([&] {
-      return server().broker()->NextTickTime() <= deadline;
-    })) << "the broker never registered the Wait";
-  }
 };
 
 std::vector<std::string> Ids(const v1::ListResponse& response) {
