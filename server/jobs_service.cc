@@ -28,6 +28,13 @@ absl::Status ValidateView(v1::JobView view) {
   return absl::OkStatus();
 }
 
+// The job a Get, Watch or Wait names, once its id and view are valid.
+absl::StatusOr<int64_t> JobToRead(const std::string& job_id, v1::JobView view) {
+  FERRY_ASSIGN_OR_RETURN(int64_t id, ParseJobId(job_id));
+  FERRY_RETURN_IF_ERROR(ValidateView(view));
+  return id;
+}
+
 absl::Status ValidateState(v1::JobState state) {
   if (!v1::JobState_IsValid(state)) {
     return absl::InvalidArgumentError(absl::StrCat("unknown state ", state));
@@ -308,11 +315,8 @@ grpc::ServerUnaryReactor* JobsService::SubmitBatch(
 grpc::ServerUnaryReactor* JobsService::Get(grpc::CallbackServerContext* ctx,
                                            const v1::GetRequest* request,
                                            v1::GetResponse* response) {
-  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  absl::StatusOr<int64_t> id = JobToRead(request->job_id(), request->view());
   if (!id.ok()) return Finish(ctx, id.status());
-  if (absl::Status s = ValidateView(request->view()); !s.ok()) {
-    return Finish(ctx, s);
-  }
   const bool with_payload = WantPayload(request->view(), v1::JOB_VIEW_FULL);
   absl::StatusOr<JobRecord> job = broker_->Get(*id, with_payload);
   if (job.ok()) ToProto(*job, with_payload, response->mutable_job());
@@ -351,8 +355,7 @@ grpc::ServerUnaryReactor* JobsService::List(grpc::CallbackServerContext* ctx,
 
 grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
     grpc::CallbackServerContext* ctx, const v1::WatchRequest* request) {
-  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
-  if (absl::Status s = ValidateView(request->view()); !s.ok()) id = s;
+  absl::StatusOr<int64_t> id = JobToRead(request->job_id(), request->view());
   auto reactor = std::make_shared<WatchReactor>(
       broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC));
   WatchReactor* raw = reactor.get();
@@ -363,11 +366,8 @@ grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
 grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
                                             const v1::WaitRequest* request,
                                             v1::WaitResponse* response) {
-  absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
+  absl::StatusOr<int64_t> id = JobToRead(request->job_id(), request->view());
   if (!id.ok()) return Finish(ctx, id.status());
-  if (absl::Status s = ValidateView(request->view()); !s.ok()) {
-    return Finish(ctx, s);
-  }
   absl::Duration timeout = kDefaultWait;
   if (request->has_timeout()) {
     timeout = FromProto(request->timeout());

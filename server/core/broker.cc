@@ -753,19 +753,17 @@ void Broker::GrantCredits(Taker& taker, int64_t credits, bool reset,
 void Broker::AddCredit(uint64_t handle, int64_t credits, bool reset) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  StreamSession* session = sessions_.Find(handle);
-  if (session == nullptr || credits < 0) return;
-  session->last_seen = clock_->Now();
+  if (credits < 0) return;
+  StreamSession* session = sessions_.Seen(handle, clock_->Now());
+  if (session == nullptr) return;
   GrantCredits(*session, credits, reset, kicks);
 }
 
 void Broker::Heartbeat(uint64_t handle, const HeartbeatReport& heartbeat) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  StreamSession* session = sessions_.Find(handle);
-  if (session == nullptr) return;
   const absl::Time now = clock_->Now();
-  session->last_seen = now;
+  if (sessions_.Seen(handle, now) == nullptr) return;
   for (const std::string& token : heartbeat.lease_tokens) {
     ExtendLease(handle, token, now, kicks);
   }
@@ -815,10 +813,9 @@ void Broker::Complete(uint64_t handle, std::string token, Outcome outcome,
                       int64_t credits) {
   KickList kicks;
   absl::MutexLock lock(&mu_);
-  StreamSession* session = sessions_.Find(handle);
-  if (session == nullptr) return;
   const absl::Time now = clock_->Now();
-  session->last_seen = now;
+  StreamSession* session = sessions_.Seen(handle, now);
+  if (session == nullptr) return;
   EndReportedAttempt(handle, token, std::move(outcome), now, kicks);
   // Nothing above adds or removes a session: `session` is still valid.
   if (credits > 0) GrantCredits(*session, credits, /*reset=*/false, kicks);

@@ -14,32 +14,12 @@ LongPoll& LongPolls::Add(uint64_t handle, WorkerIdentity identity,
   poll->identity = std::move(identity);
   poll->deadline = deadline;
   poll->done = std::move(done);
-  LongPoll& added = *poll;
-  polls_[handle] = std::move(poll);
-  dispatcher_->Register(&added);
-  return added;
-}
-
-LongPoll* LongPolls::Find(uint64_t handle) {
-  auto it = polls_.find(handle);
-  return it == polls_.end() ? nullptr : it->second.get();
-}
-
-void LongPolls::Remove(uint64_t handle) {
-  dispatcher_->Unregister(handle);
-  polls_.erase(handle);
-}
-
-std::vector<uint64_t> LongPolls::Handles() const {
-  std::vector<uint64_t> handles;
-  handles.reserve(polls_.size());
-  for (const auto& [handle, poll] : polls_) handles.push_back(handle);
-  return handles;
+  return Insert(std::move(poll));
 }
 
 absl::Time LongPolls::NextDeadline() const {
   absl::Time next = absl::InfiniteFuture();
-  for (const auto& [handle, poll] : polls_) {
+  for (const auto& [handle, poll] : takers()) {
     if (poll->granting == 0) next = std::min(next, poll->deadline);
   }
   return next;

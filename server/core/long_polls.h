@@ -5,10 +5,10 @@
 #include <memory>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "server/core/dispatcher.h"
 #include "server/core/events.h"
+#include "server/core/taker_table.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -28,27 +28,17 @@ struct LongPoll : Taker {
 // The waiting Lease calls, each registered with the dispatcher while it
 // waits.
 //
-// Not thread-safe: the broker calls it under its lock. A call's address is
-// stable until Remove.
-class LongPolls {
+// Not thread-safe: the broker calls it under its lock.
+class LongPolls : public TakerTable<LongPoll> {
  public:
-  // `dispatcher` is not owned and must outlive the table.
-  explicit LongPolls(Dispatcher* dispatcher) : dispatcher_(dispatcher) {}
+  using TakerTable::TakerTable;
 
   // Adds a waiting call under `handle` (new).
   LongPoll& Add(uint64_t handle, WorkerIdentity identity, absl::Time deadline,
                 ResultCallback<std::vector<Assignment>> done);
-  // nullptr if `handle` is not waiting.
-  LongPoll* Find(uint64_t handle);
-  void Remove(uint64_t handle);
-  std::vector<uint64_t> Handles() const;
   // The earliest deadline of a call that a tick may answer: one with a
   // lease being written is answered when the write lands, not by a tick.
   absl::Time NextDeadline() const;
-
- private:
-  Dispatcher* const dispatcher_;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<LongPoll>> polls_;
 };
 
 }  // namespace ferry

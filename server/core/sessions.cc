@@ -18,27 +18,13 @@ StreamSession& SessionTable::Add(uint64_t handle, WorkerIdentity identity,
   session->sink = std::move(sink);
   session->connected_at = now;
   session->last_seen = now;
-  StreamSession& added = *session;
-  sessions_[handle] = std::move(session);
-  dispatcher_->Register(&added);
-  return added;
+  return Insert(std::move(session));
 }
 
-StreamSession* SessionTable::Find(uint64_t handle) {
-  auto it = sessions_.find(handle);
-  return it == sessions_.end() ? nullptr : it->second.get();
-}
-
-void SessionTable::Remove(uint64_t handle) {
-  dispatcher_->Unregister(handle);
-  sessions_.erase(handle);
-}
-
-std::vector<uint64_t> SessionTable::Handles() const {
-  std::vector<uint64_t> handles;
-  handles.reserve(sessions_.size());
-  for (const auto& [handle, session] : sessions_) handles.push_back(handle);
-  return handles;
+StreamSession* SessionTable::Seen(uint64_t handle, absl::Time now) {
+  StreamSession* session = Find(handle);
+  if (session != nullptr) session->last_seen = now;
+  return session;
 }
 
 void SessionTable::Send(uint64_t handle, WorkerEvent event, KickList& kicks) {
@@ -50,8 +36,8 @@ void SessionTable::Send(uint64_t handle, WorkerEvent event, KickList& kicks) {
 
 std::vector<WorkerSnapshot> SessionTable::Snapshot() const {
   std::vector<WorkerSnapshot> workers;
-  workers.reserve(sessions_.size());
-  for (const auto& [handle, session] : sessions_) {
+  workers.reserve(takers().size());
+  for (const auto& [handle, session] : takers()) {
     WorkerSnapshot snapshot;
     snapshot.identity = session->identity;
     snapshot.session_id = session->session_id;

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "server/core/dispatcher.h"
 #include "server/core/events.h"
+#include "server/core/taker_table.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -35,30 +35,23 @@ struct WorkerSnapshot {
 // The worker streams that are open, each registered with the dispatcher
 // while it lives. Sends a session its events.
 //
-// Not thread-safe: the broker calls it under its lock. A session's address
-// is stable until Remove.
-class SessionTable {
+// Not thread-safe: the broker calls it under its lock.
+class SessionTable : public TakerTable<StreamSession> {
  public:
-  // `dispatcher` is not owned and must outlive the table.
-  explicit SessionTable(Dispatcher* dispatcher) : dispatcher_(dispatcher) {}
+  using TakerTable::TakerTable;
 
   // Opens a session under `handle` (new) with a random session id.
   StreamSession& Add(uint64_t handle, WorkerIdentity identity,
                      std::shared_ptr<WorkerSink> sink, absl::Time now);
-  // nullptr if `handle` is not an open session.
-  StreamSession* Find(uint64_t handle);
-  void Remove(uint64_t handle);
-  std::vector<uint64_t> Handles() const;
+  // The session `handle`, marked as heard from at `now`; nullptr if it is
+  // not open.
+  StreamSession* Seen(uint64_t handle, absl::Time now);
 
   // Queues `event` for the session; nothing if it is gone.
   void Send(uint64_t handle, WorkerEvent event, KickList& kicks);
 
   // Every session, oldest first.
   std::vector<WorkerSnapshot> Snapshot() const;
-
- private:
-  Dispatcher* const dispatcher_;
-  absl::flat_hash_map<uint64_t, std::unique_ptr<StreamSession>> sessions_;
 };
 
 }  // namespace ferry
