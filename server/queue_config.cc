@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "base/config_lines.h"
 
 namespace ferry {
 namespace {
@@ -21,13 +22,9 @@ absl::Status LineError(int line, absl::string_view what) {
 absl::StatusOr<std::map<std::string, JobPolicy>> ParseQueueConfig(
     absl::string_view text, const JobPolicy& defaults) {
   std::map<std::string, JobPolicy> policies;
-  int number = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    ++number;
-    line = absl::StripAsciiWhitespace(line);
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<absl::string_view> words =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  for (const ConfigLine& config_line : ConfigLines(text)) {
+    const int number = config_line.number;
+    const std::vector<absl::string_view>& words = config_line.words;
     const std::string queue(words[0]);
     if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
       return LineError(number, s.message());

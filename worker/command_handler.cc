@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "base/clock.h"
+#include "base/config_lines.h"
 #include "worker/command_io.h"
 
 extern char** environ;
@@ -333,13 +334,11 @@ JobOutcome RunCommand(const std::vector<std::string>& argv,
 absl::StatusOr<std::map<std::string, std::vector<std::string>>>
 ParseHandlersFile(absl::string_view text) {
   std::map<std::string, std::vector<std::string>> handlers;
-  int number = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    ++number;
-    line = absl::StripAsciiWhitespace(line);
-    if (line.empty() || line[0] == '#') continue;
-    std::vector<std::string> words =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  for (const ConfigLine& config_line : ConfigLines(text)) {
+    const int number = config_line.number;
+    const absl::string_view line = config_line.text;
+    std::vector<std::string> words(config_line.words.begin(),
+                                   config_line.words.end());
     if (words.size() < 2) {
       return absl::InvalidArgumentError(absl::StrCat(
           "handlers file line ", number,
