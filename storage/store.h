@@ -2,6 +2,7 @@
 #define FERRY_STORAGE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -152,6 +153,12 @@ struct LiveJobs {
 
 template <typename T>
 using ResultCallback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
+
+// Told of each transaction a store committed: how many writes it held
+// (group commit) and how long it took from its start to the end of its
+// commit. Called on the store's writer thread before the writes complete:
+// it must be cheap and must not block or call the store. For metrics.
+using CommitListener = std::function<void(int writes, absl::Duration took)>;
 
 // Durable job table. Thread-safe.
 //

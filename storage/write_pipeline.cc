@@ -6,7 +6,9 @@
 
 namespace ferry {
 
-WritePipeline::WritePipeline(TransactionBackend* backend) : backend_(backend) {
+WritePipeline::WritePipeline(TransactionBackend* backend,
+                             CommitListener on_commit, const Clock* clock)
+    : backend_(backend), on_commit_(std::move(on_commit)), clock_(clock) {
   writer_thread_ = std::thread([this] { WriterLoop(); });
   completion_thread_ = std::thread([this] { CompletionLoop(); });
 }
@@ -105,6 +107,7 @@ void WritePipeline::CompletionLoop() {
 absl::Status WritePipeline::CommitGroup(
     std::vector<std::unique_ptr<Write>>& writes) {
   TransactionBackend& db = *backend_;
+  const absl::Time start = clock_->Now();
   // A failed rollback after a failed group may have left the last
   // transaction open: it must not absorb this group.
   if (db.InTransaction()) db.Rollback();
@@ -141,6 +144,9 @@ absl::Status WritePipeline::CommitGroup(
     return status;
   }
   commits_.fetch_add(1, std::memory_order_relaxed);
+  if (on_commit_) {
+    on_commit_(static_cast<int>(writes.size()), clock_->Now() - start);
+  }
   return absl::OkStatus();
 }
 

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "base/clock.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -99,8 +100,12 @@ using WriteFn = absl::AnyInvocable<absl::StatusOr<T>()>;
 class WritePipeline {
  public:
   // `backend` is not owned and must outlive the pipeline (or its
-  // Shutdown). Starts the writer and completion threads.
-  explicit WritePipeline(TransactionBackend* backend);
+  // Shutdown). `on_commit` (may be empty) hears of each committed group,
+  // timed by `clock` (not owned; outlives the pipeline). Starts the writer
+  // and completion threads.
+  explicit WritePipeline(TransactionBackend* backend,
+                         CommitListener on_commit = nullptr,
+                         const Clock* clock = SystemClock::Get());
   // Shutdown().
   ~WritePipeline();
 
@@ -212,6 +217,8 @@ class WritePipeline {
   absl::Status CommitGroup(std::vector<std::unique_ptr<Write>>& writes);
 
   TransactionBackend* const backend_;  // used only by the writer thread
+  const CommitListener on_commit_;
+  const Clock* const clock_;
   std::atomic<int64_t> commits_{0};
 
   absl::Mutex mu_;

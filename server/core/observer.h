@@ -18,6 +18,9 @@ namespace ferry {
 // The broker calls these under its lock, in commit order: they must be
 // cheap (count, copy a few fields), must not block, and must not call the
 // broker.
+//
+// Commit groups are the store's to report, from its writer thread: see
+// CommitListener (storage/store.h, SqliteOptions::on_commit).
 class BrokerObserver {
  public:
   virtual ~BrokerObserver() = default;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "base/clock.h"
 #include "storage/store.h"
 
 namespace ferry {
@@ -30,6 +31,10 @@ struct SqliteOptions {
   int64_t cache_kib = 16 * 1024;
   // Run `PRAGMA quick_check` at open and refuse a damaged file.
   bool check_integrity = true;
+  // Hears of each committed transaction (may be empty), timed by `clock`
+  // (not owned; nullptr: the system clock).
+  CommitListener on_commit;
+  const Clock* clock = nullptr;
 };
 
 // The Store on one SQLite file, with what only SQLite has. Thread-safe.

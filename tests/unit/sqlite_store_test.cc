@@ -106,6 +106,33 @@ class SqliteStoreTest : public ::testing::Test {
   FakeClock clock_;
 };
 
+TEST_F(SqliteStoreTest, OnCommitHearsEveryCommittedWriteOnce) {
+  absl::Mutex mu;
+  int writes = 0;
+  int groups = 0;
+  SqliteOptions options;
+  options.path = path_;
+  options.clock = &clock_;
+  options.on_commit = [&](int n, absl::Duration took) {
+    absl::MutexLock lock(&mu);
+    writes += n;
+    ++groups;
+    EXPECT_EQ(took, absl::ZeroDuration()) << "the fake clock stood still";
+  };
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store,
+                             OpenSqliteStore(options));
+  const int64_t before = store->CommitCount();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_THAT(Create(*store, MakeJob("q", clock_.Now())), IsOk());
+  }
+  store->Flush();
+  absl::MutexLock lock(&mu);
+  // Flush commits an empty write of its own; opening may commit too.
+  EXPECT_EQ(groups, store->CommitCount());
+  EXPECT_GE(writes, 5);
+  EXPECT_EQ(store->CommitCount() - before, 6) << "five creates, one flush";
+}
+
 TEST_F(SqliteStoreTest, SecondOpenOfTheSameFileIsRefusedWhileTheFirstIsOpen) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> first, Open());
   EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kFailedPrecondition,

@@ -22,6 +22,7 @@
 #include "base/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fake_clock.h"
 #include "tests/status_matchers.h"
 
 namespace ferry::testing {
@@ -253,13 +254,42 @@ class WritePipelineTest : public ::testing::Test {
     return completed_;
   }
 
+  // What the commit listener heard: "WRITES in DURATION" per group.
+  std::vector<std::string> Commits() {
+    absl::MutexLock lock(&mu_);
+    return commits_;
+  }
+
   FakeDatabase db_;
+  FakeClock clock_;
   absl::Mutex mu_;
   std::vector<std::string> completed_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Status> results_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> commits_ ABSL_GUARDED_BY(mu_);
   // Last: stopped before what its callbacks touch goes away.
-  WritePipeline pipeline_{&db_};
+  WritePipeline pipeline_{&db_,
+                          [this](int writes, absl::Duration took) {
+                            absl::MutexLock lock(&mu_);
+                            commits_.push_back(absl::StrCat(
+                                writes, " in ", absl::FormatDuration(took)));
+                          },
+                          &clock_};
 };
+
+TEST_F(WritePipelineTest, ItsListenerHearsEachCommittedGroupsSizeAndTime) {
+  ASSERT_NO_FATAL_FAILURE(StartHeldGroup());
+  clock_.Advance(absl::Milliseconds(5));  // the held commit takes 5ms
+  Insert("a");
+  Insert("b");
+  Insert("c");
+  Release();
+  Settle();
+  db_.FailNext("COMMIT", absl::UnavailableError("disk gone"));
+  Insert("lost");
+  Settle();
+  EXPECT_THAT(ResultOf("lost"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(Commits(), ElementsAre("1 in 5ms", "3 in 0")) << "no failed one";
+}
 
 TEST_F(WritePipelineTest, WritesQueuedDuringACommitShareTheNextTransaction) {
   ASSERT_NO_FATAL_FAILURE(StartHeldGroup());
