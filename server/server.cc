@@ -48,6 +48,10 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(),
                            &server->port_);
+  // gRPC binds with SO_REUSEPORT by default, so a second ferryd on the
+  // same address would start beside the first and split its clients
+  // between two databases. Off: the second one fails to bind.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->jobs_.get());
   builder.RegisterService(server->workers_.get());
   const int max_message = MaxMessageBytes(opts.broker.policy.max_payload_bytes);

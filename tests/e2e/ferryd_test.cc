@@ -224,6 +224,21 @@ TEST_F(FerrydTest, SecondBrokerOnTheSameDatabaseRefusesToStart) {
   EXPECT_THAT(all, HasSubstr("in use by another process"));
 }
 
+TEST_F(FerrydTest, SecondBrokerOnTheSameAddressRefusesToStart) {
+  // gRPC sets SO_REUSEPORT by default: a second ferryd would bind beside
+  // the first and take half of its clients to another database.
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> first,
+                             Ferryd::Start(FERRYD_PATH, Db()));
+  std::string all;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      int code, RunCommand({FERRYD_PATH, "--listen=" + first->address(),
+                            "--db=" + dir_.path() + "/other/ferry.db"},
+                           {}, absl::Seconds(30), nullptr, &all));
+  EXPECT_EQ(code, 1) << all;
+  EXPECT_THAT(all, HasSubstr("cannot listen on " + first->address()));
+  EXPECT_THAT(all, HasSubstr("in use"));
+}
+
 TEST_F(FerrydTest, DamagedDatabaseIsRefusedWithTheFileNamed) {
   const std::string db = dir_.path() + "/garbage.db";
   {
