@@ -68,13 +68,27 @@ absl::Status MakeParentDirs(const std::string& path) {
   for (size_t pos = 1; pos <= dir.size(); ++pos) {
     if (pos != dir.size() && dir[pos] != '/') continue;
     const std::string prefix = dir.substr(0, pos);
-    if (mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
       return absl::UnavailableError(
           absl::StrCat("cannot create directory ", prefix,
                        " for --db: ", std::strerror(errno)));
     }
   }
   return absl::OkStatus();
+}
+
+// Warns about each of the database's files (the file, its WAL, shared
+// memory and lock files) that users other than ferryd's may read: they
+// hold every payload and result.
+void WarnIfReadableByOthers(const std::string& db) {
+  for (const std::string& path : {db, db + "-wal", db + "-shm", db + ".lock"}) {
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0 || (st.st_mode & 077) == 0) continue;
+    spdlog::warn(
+        "database file readable by other users path={} mode={:04o}; run: "
+        "chmod 600 {}",
+        path, st.st_mode & 07777, path);
+  }
 }
 
 absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
@@ -148,6 +162,9 @@ int Run(int argc, char** argv) {
   // Before any thread starts: the signals are taken by Wait() below.
   const StopSignals signals;
 
+  // What ferryd creates (the database's directory, the file, its WAL and
+  // lock files, later backups) is its own: they hold every payload.
+  umask(077);
   if (absl::Status s = MakeParentDirs(sqlite.path); !s.ok()) {
     spdlog::error("cannot start status=\"{}\"", s.message());
     return kExitFailure;
@@ -160,6 +177,7 @@ int Run(int argc, char** argv) {
                   store.status().ToString());
     return kExitFailure;
   }
+  WarnIfReadableByOthers(sqlite.path);
   absl::StatusOr<std::unique_ptr<FerryServer>> server =
       FerryServer::Start(store->get(), SystemClock::Get(), options);
   if (!server.ok()) {

@@ -840,7 +840,10 @@ class SqliteStoreImpl final : public SqliteStore {
 // if the process dies, so a crash never leaves a stale lock behind.
 absl::StatusOr<int> LockDatabase(const std::string& path) {
   std::string lock_path = path + ".lock";
-  int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // O_NOFOLLOW: a symlink planted at the lock's path must not make ferryd
+  // create or lock a file elsewhere.
+  int fd =
+      open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot create lock file ", lock_path, ": ", std::strerror(errno),
@@ -975,6 +978,13 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> OpenSqliteStore(
     close(lock_fd);
     return status;
   };
+  // A new database is the owner's alone: it will hold every payload.
+  // SQLite would create it 0644, and its WAL and shared-memory files take
+  // the database's mode. (An existing file keeps its mode.)
+  if (int fd = open(options.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      fd >= 0) {
+    close(fd);
+  }
   absl::StatusOr<std::unique_ptr<Connection>> writer =
       Connection::Open(options.path, Connection::Mode::kReadWrite);
   if (!writer.ok()) {

@@ -239,6 +239,30 @@ TEST_F(FerrydTest, SecondBrokerOnTheSameAddressRefusesToStart) {
   EXPECT_THAT(all, HasSubstr("in use"));
 }
 
+TEST_F(FerrydTest, DatabaseDirectoryIsPrivateAndAReadableFileIsReported) {
+  {
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
+                               Ferryd::Start(FERRYD_PATH, Db()));
+    ferryd->process().Signal(SIGTERM);
+    ASSERT_THAT(ferryd->process().Wait(absl::Seconds(30)), IsOkAndHolds(0));
+    EXPECT_THAT(ferryd->process().Output(), Not(HasSubstr("readable by")));
+  }
+  struct stat st;
+  ASSERT_EQ(stat((dir_.path() + "/data").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  ASSERT_EQ(stat(Db().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  ASSERT_EQ(chmod(Db().c_str(), 0644), 0);
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> again,
+                             Ferryd::Start(FERRYD_PATH, Db()));
+  again->process().Signal(SIGTERM);
+  ASSERT_THAT(again->process().Wait(absl::Seconds(30)), IsOkAndHolds(0));
+  EXPECT_THAT(again->process().Output(),
+              HasSubstr("database file readable by other users path=" + Db() +
+                        " mode=0644; run: chmod 600 " + Db()));
+}
+
 TEST_F(FerrydTest, DamagedDatabaseIsRefusedWithTheFileNamed) {
   const std::string db = dir_.path() + "/garbage.db";
   {

@@ -222,6 +222,32 @@ TEST_F(SqliteStoreTest, SchemaNewerThanThisBinaryIsFailedPrecondition) {
               IsOkAndHolds(std::string("99")));
 }
 
+// The file's permission bits; -1 if it does not exist.
+int ModeOf(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777)
+                                      : -1;
+}
+
+TEST_F(SqliteStoreTest, ANewDatabaseAndItsFilesAreReadableByTheOwnerOnly) {
+  const mode_t old_umask = umask(022);  // what a shell usually has
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+  umask(old_umask);
+  ASSERT_THAT(Create(*store, MakeJob("q", clock_.Now())), IsOk());
+  for (const std::string& file :
+       {path_, path_ + "-wal", path_ + "-shm", path_ + ".lock"}) {
+    EXPECT_EQ(ModeOf(file), 0600) << file;
+  }
+}
+
+TEST_F(SqliteStoreTest, ALockFileThatIsASymlinkIsRefused) {
+  const std::string elsewhere = dir_.path() + "/elsewhere";
+  ASSERT_EQ(symlink(elsewhere.c_str(), (path_ + ".lock").c_str()), 0);
+  EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kUnavailable,
+                               HasSubstr("cannot create lock file")));
+  EXPECT_EQ(ModeOf(elsewhere), -1) << "nothing was created through the link";
+}
+
 TEST_F(SqliteStoreTest, MissingDirectoryIsUnavailable) {
   SqliteOptions options;
   options.path = dir_.path() + "/no/such/dir/ferry.db";
