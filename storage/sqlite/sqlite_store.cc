@@ -85,6 +85,14 @@ CREATE TABLE queues (
   paused INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 )sql",
+    // 2: idempotency keys are scoped to their queue: a key used in one
+    // queue must not return (or reveal) another queue's job. Keys unique
+    // across the broker are unique per queue too, so old rows stay valid.
+    R"sql(
+DROP INDEX jobs_by_idempotency_key;
+CREATE UNIQUE INDEX jobs_by_queue_idempotency_key
+  ON jobs(queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+)sql",
 };
 
 // Column list shared by every query that reads a JobRecord (see ReadJob).
@@ -714,9 +722,10 @@ class SqliteStoreImpl final : public SqliteStore {
                                                 const JobRecord& job) {
     if (!job.idempotency_key.empty()) {
       FERRY_ASSIGN_OR_RETURN(
-          Statement stmt, db.Prepare("SELECT " JOB_COLUMNS_FULL
-                                     " FROM jobs WHERE idempotency_key = ?"));
-      stmt.Bind(job.idempotency_key);
+          Statement stmt,
+          db.Prepare("SELECT " JOB_COLUMNS_FULL
+                     " FROM jobs WHERE queue = ? AND idempotency_key = ?"));
+      stmt.Bind(job.queue, job.idempotency_key);
       FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> existing,
                              StepJob(stmt, /*with_payload=*/true));
       if (existing) return CreateResult{*std::move(existing), false};

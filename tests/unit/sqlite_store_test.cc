@@ -34,6 +34,7 @@ namespace ferry::testing {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::Field;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -246,6 +247,39 @@ TEST_F(SqliteStoreTest, ALockFileThatIsASymlinkIsRefused) {
   EXPECT_THAT(Open(), StatusIs(absl::StatusCode::kUnavailable,
                                HasSubstr("cannot create lock file")));
   EXPECT_EQ(ModeOf(elsewhere), -1) << "nothing was created through the link";
+}
+
+TEST_F(SqliteStoreTest, AVersionOneDatabaseGetsQueueScopedIdempotencyKeys) {
+  {
+    FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+    JobRecord job = MakeJob("billing", clock_.Now());
+    job.idempotency_key = "order-42";
+    ASSERT_THAT(Create(*store, job), IsOk());
+  }
+  {
+    // Back to migration 1's index and version, as a file of that release.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db,
+                           "DROP INDEX jobs_by_queue_idempotency_key;"
+                           "CREATE UNIQUE INDEX jobs_by_idempotency_key ON "
+                           "jobs(idempotency_key) WHERE idempotency_key IS "
+                           "NOT NULL; PRAGMA user_version = 1;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> store, Open());
+  JobRecord again = MakeJob("billing", clock_.Now());
+  again.idempotency_key = "order-42";
+  EXPECT_THAT(Create(*store, again),
+              IsOkAndHolds(Field(&CreateResult::created, false)))
+      << "the old row still answers for its key";
+  JobRecord other = MakeJob("emails", clock_.Now());
+  other.idempotency_key = "order-42";
+  EXPECT_THAT(Create(*store, other),
+              IsOkAndHolds(Field(&CreateResult::created, true)));
 }
 
 TEST_F(SqliteStoreTest, MissingDirectoryIsUnavailable) {

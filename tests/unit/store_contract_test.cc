@@ -310,7 +310,7 @@ TEST_P(StoreContractTest, CreateWithKnownIdempotencyKeyReturnsTheFirstJob) {
   ASSERT_TRUE(original.created);
 
   clock_.Advance(absl::Seconds(5));
-  JobRecord second = MakeJob("other-queue", Now());
+  JobRecord second = MakeJob("q", Now());
   second.idempotency_key = "order-42";
   second.payload = "second";
   FERRY_ASSERT_OK_AND_ASSIGN(CreateResult again, Create(*store_, second));
@@ -319,6 +319,21 @@ TEST_P(StoreContractTest, CreateWithKnownIdempotencyKeyReturnsTheFirstJob) {
   first.id = original.job.id;
   ExpectSameJob(again.job, first);  // payload included
   EXPECT_THAT(TotalJobs(), IsOkAndHolds(1));
+}
+
+TEST_P(StoreContractTest, IdempotencyKeysAreScopedToTheirQueue) {
+  JobRecord billing = MakeJob("billing", Now());
+  billing.idempotency_key = "order-42";
+  FERRY_ASSERT_OK_AND_ASSIGN(CreateResult first, Create(*store_, billing));
+  ASSERT_TRUE(first.created);
+
+  JobRecord emails = MakeJob("emails", Now());
+  emails.idempotency_key = "order-42";
+  FERRY_ASSERT_OK_AND_ASSIGN(CreateResult second, Create(*store_, emails));
+  EXPECT_TRUE(second.created) << "another queue's key must not match";
+  EXPECT_EQ(second.job.queue, "emails");
+  EXPECT_NE(second.job.id, first.job.id);
+  EXPECT_THAT(TotalJobs(), IsOkAndHolds(2));
 }
 
 TEST_P(StoreContractTest, IdempotencyKeyRepeatedWithinOneBatchInsertsOnce) {
