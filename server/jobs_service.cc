@@ -370,6 +370,10 @@ grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
   if (!id.ok()) return Finish(ctx, id.status());
   absl::Duration timeout = kDefaultWait;
   if (request->has_timeout()) {
+    if (absl::Status s = ValidateDuration("timeout", request->timeout());
+        !s.ok()) {
+      return Finish(ctx, s);
+    }
     timeout = FromProto(request->timeout());
     if (timeout < absl::ZeroDuration() || timeout > kMaxWait) {
       return Finish(ctx, absl::InvalidArgumentError(

@@ -22,6 +22,7 @@ bool IsPrintable(absl::string_view text) {
 absl::Status CheckDuration(absl::string_view what,
                            const google::protobuf::Duration& d,
                            absl::Duration min, absl::Duration max) {
+  FERRY_RETURN_IF_ERROR(ValidateDuration(what, d));
   absl::Duration value = FromProto(d);
   if (value < min || value > max) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -32,6 +33,21 @@ absl::Status CheckDuration(absl::string_view what,
 }
 
 }  // namespace
+
+absl::Status ValidateDuration(absl::string_view what,
+                              const google::protobuf::Duration& d) {
+  const bool nanos_in_range = d.nanos() >= -999999999 && d.nanos() <= 999999999;
+  const bool signs_agree = (d.seconds() >= 0 && d.nanos() >= 0) ||
+                           (d.seconds() <= 0 && d.nanos() <= 0);
+  if (!nanos_in_range || !signs_agree) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what,
+        " is not a valid Duration: nanos must be within +-999999999 "
+        "and have the sign of seconds (got seconds=",
+        d.seconds(), " nanos=", d.nanos(), ")"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidatePolicy(const JobPolicy& policy, absl::string_view prefix) {
   if (policy.lease_ttl < kMinLeaseTtl || policy.lease_ttl > kMaxLeaseTtl) {

@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ferry/v1/job.pb.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/protobuf/map.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "proto/names.h"
@@ -19,6 +20,12 @@
 #include "storage/store.h"
 
 namespace ferry {
+
+// A google.protobuf.Duration as the type defines it: nanos within
+// ±999,999,999 and of the same sign as seconds. INVALID_ARGUMENT naming
+// `what` otherwise (such a value would be read as some other duration).
+absl::Status ValidateDuration(absl::string_view what,
+                              const google::protobuf::Duration& d);
 
 // Checks a job policy's values (ferryd's flags, a --queue_config line).
 // `prefix` goes before each field's name in the message ("--" for flags).

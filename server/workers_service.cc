@@ -117,6 +117,9 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
   }
   absl::Duration wait = absl::ZeroDuration();
   if (request->has_wait()) {
+    if (absl::Status s = ValidateDuration("wait", request->wait()); !s.ok()) {
+      return Finish(ctx, s);
+    }
     wait = FromProto(request->wait());
     if (wait < absl::ZeroDuration() || wait > kMaxLeaseWait) {
       return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(

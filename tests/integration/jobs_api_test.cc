@@ -770,6 +770,14 @@ TEST_F(JobsApiTest, WaitLongerThanAnHourIsInvalidArgument) {
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Wait(job.id(), absl::Seconds(-1)),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  // nanos out of range would read as 1s + 2s: refused, not reinterpreted.
+  v1::WaitRequest bad;
+  bad.set_job_id(job.id());
+  bad.mutable_timeout()->set_seconds(1);
+  bad.mutable_timeout()->set_nanos(2000000000);
+  EXPECT_THAT(Call(jobs(), &v1::Jobs::Stub::Wait, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("timeout is not a valid Duration")));
   ExpectUnchanged(before);
 }
 
@@ -979,6 +987,9 @@ TEST_F(JobsApiTest, UnaryLeaseWithBadArgumentsIsInvalidAndLeasesNothing) {
   *cases.back().first.mutable_wait() = DurationProto(absl::Seconds(61));
   cases.emplace_back(request(), "wait must be between 0 and 60 seconds");
   *cases.back().first.mutable_wait() = DurationProto(absl::Seconds(-1));
+  cases.emplace_back(request(), "wait is not a valid Duration");
+  cases.back().first.mutable_wait()->set_seconds(1);
+  cases.back().first.mutable_wait()->set_nanos(-5);
   for (const auto& [bad, message] : cases) {
     EXPECT_THAT(
         Call(workers(), &v1::Workers::Stub::Lease, bad),

@@ -589,6 +589,37 @@ TEST(Convert, JobLeavesUnsetTimesUnsetAndPayloadOnRequest) {
   EXPECT_EQ(full.progress().percent(), 10u);
 }
 
+// -------------------------------------------------------- ValidateDuration
+
+TEST(ValidateDuration, TakesWhatTheTypeDefinesAndRefusesTheRest) {
+  auto duration = [](int64_t seconds, int32_t nanos) {
+    google::protobuf::Duration d;
+    d.set_seconds(seconds);
+    d.set_nanos(nanos);
+    return d;
+  };
+  for (const auto& ok : {duration(0, 0), duration(1, 999999999),
+                         duration(-1, -999999999), duration(0, -5)}) {
+    EXPECT_THAT(ValidateDuration("delay", ok), IsOk()) << ok.DebugString();
+  }
+  for (const auto& bad : {duration(0, 1000000000), duration(1, -1),
+                          duration(-1, 1), duration(0, -1000000000)}) {
+    EXPECT_THAT(ValidateDuration("delay", bad),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("delay is not a valid Duration")))
+        << bad.DebugString();
+  }
+}
+
+TEST(JobFromSpec, ADurationWithNanosOutOfRangeIsRefused) {
+  v1::JobSpec spec = Spec();
+  spec.mutable_lease_ttl()->set_seconds(30);
+  spec.mutable_lease_ttl()->set_nanos(1500000000);
+  EXPECT_THAT(JobFromSpec(spec, Policy(), kNow),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("lease_ttl is not a valid Duration")));
+}
+
 // ---------------------------------------------------------- ValidatePolicy
 
 TEST(ValidatePolicy, NamesTheFieldWithTheCallersPrefixAndTheRange) {
