@@ -102,7 +102,8 @@ class CommandRun {
         ctx_(ctx),
         clock_(SystemClock::Get()),
         stop_(std::make_shared<StopPipe>()),
-        stdout_(options.max_output),
+        stdout_(options.max_output,
+                static_cast<int64_t>(ctx.max_output_bytes())),
         stderr_(options.stderr_tail, &ctx) {}
   ~CommandRun() { CloseAll(); }
   CommandRun(const CommandRun&) = delete;

@@ -91,9 +91,21 @@ void CommandStdout::Append(absl::string_view data) {
 }
 
 std::string CommandStdout::Take() && {
-  if (total_ > max_bytes_) {
-    absl::StrAppend(&kept_, "\n[ferry-worker: output truncated to ", max_bytes_,
-                    " of ", total_, " bytes]\n");
+  if (total_ <= static_cast<int64_t>(kept_.size())) return std::move(kept_);
+  auto note = [this] {
+    return absl::StrCat("\n[ferry-worker: output truncated to ", kept_.size(),
+                        " of ", total_, " bytes]\n");
+  };
+  if (result_limit_ > 0) {
+    // Make room for the note (whose number only shrinks with kept_).
+    const int64_t room = result_limit_ - static_cast<int64_t>(note().size());
+    if (static_cast<int64_t>(kept_.size()) > room) {
+      kept_.resize(static_cast<size_t>(std::max<int64_t>(room, 0)));
+    }
+  }
+  kept_ += note();
+  if (result_limit_ > 0 && static_cast<int64_t>(kept_.size()) > result_limit_) {
+    kept_.resize(static_cast<size_t>(result_limit_));  // a tiny limit
   }
   return std::move(kept_);
 }

@@ -7,6 +7,7 @@
 // or file descriptor here (worker/command_handler.cc has those), so each
 // piece is tested on its own. The classes are not thread-safe: one per run.
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -38,17 +39,24 @@ struct ProgressLine {
 std::optional<ProgressLine> ParseProgressLine(absl::string_view line);
 
 // A command's stdout: the first `max_bytes` are kept, the rest counted.
+// `result_limit` (0: none) bounds the whole result, the note included: the
+// broker's limit, which an output over it would fail the job by.
 class CommandStdout {
  public:
-  explicit CommandStdout(int64_t max_bytes) : max_bytes_(max_bytes) {}
+  explicit CommandStdout(int64_t max_bytes, int64_t result_limit = 0)
+      : max_bytes_(result_limit > 0 ? std::min(max_bytes, result_limit)
+                                    : max_bytes),
+        result_limit_(result_limit) {}
 
   void Append(absl::string_view data);
   // The output kept; when some was dropped, followed by a line that says
-  // how much ("[ferry-worker: output truncated to MAX of TOTAL bytes]").
+  // how much ("[ferry-worker: output truncated to KEPT of TOTAL bytes]"),
+  // all of it within `result_limit`.
   std::string Take() &&;
 
  private:
   const int64_t max_bytes_;
+  const int64_t result_limit_;
   std::string kept_;
   int64_t total_ = 0;
 };

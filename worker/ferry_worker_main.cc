@@ -37,7 +37,8 @@ ABSL_FLAG(std::string, handlers, "",
           "per line ('*' for any other kind). Instead of '-- COMMAND'.");
 ABSL_FLAG(int64_t, max_output, 1 << 20,
           "Most bytes of a command's stdout kept as the job's result; more "
-          "is cut and the result says so.");
+          "is cut and the result says so. Never more than the broker "
+          "stores (its --max_payload_bytes), the note included.");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "On SIGTERM, how long running jobs may finish before they are "
           "stopped and reported as failed (retryable). A second SIGTERM or "

@@ -26,8 +26,11 @@ namespace ferry {
 
 // ---------------------------------------------------------------- context
 
-JobContext::JobContext(v1::Job job, absl::Time deadline)
-    : job_(std::move(job)), deadline_(deadline) {}
+JobContext::JobContext(v1::Job job, absl::Time deadline,
+                       uint64_t max_output_bytes)
+    : job_(std::move(job)),
+      deadline_(deadline),
+      max_output_bytes_(max_output_bytes) {}
 
 void JobContext::ReportProgress(uint32_t percent, std::string message) {
   absl::MutexLock lock(&mu_);
@@ -594,7 +597,8 @@ void Worker::Dispatch(v1::Assignment assignment) {
   job->started = now;
   job->ctx = std::make_shared<JobContext>(
       std::move(*assignment.mutable_job()),
-      timeout > absl::ZeroDuration() ? now + timeout : absl::InfiniteFuture());
+      timeout > absl::ZeroDuration() ? now + timeout : absl::InfiniteFuture(),
+      max_output_bytes_.load());
   {
     absl::MutexLock lock(&mu_);
     running_[job->token] = job;

@@ -49,7 +49,8 @@ enum class StopReason {
 // signal from its own threads while the handler runs.
 class JobContext {
  public:
-  JobContext(v1::Job job, absl::Time deadline);
+  // `max_output_bytes`: the broker's limit on a result (0: not known).
+  JobContext(v1::Job job, absl::Time deadline, uint64_t max_output_bytes = 0);
 
   const v1::Job& job() const { return job_; }
   const std::string& id() const { return job_.id(); }
@@ -58,6 +59,10 @@ class JobContext {
   uint32_t attempt() const { return job_.attempt(); }
   // When the job's execution timeout passes (InfiniteFuture if none).
   absl::Time deadline() const { return deadline_; }
+  // The largest output the broker stores (Welcome.max_output_bytes); 0 if
+  // it did not say. A larger output fails the job, so a handler that may
+  // produce more should cut it to this.
+  uint64_t max_output_bytes() const { return max_output_bytes_; }
 
   // Reports progress (0..100 and a message); sent with the next heartbeat.
   void ReportProgress(uint32_t percent, std::string message);
@@ -86,6 +91,7 @@ class JobContext {
 
   const v1::Job job_;
   const absl::Time deadline_;
+  const uint64_t max_output_bytes_;
   mutable absl::Mutex mu_;
   StopReason reason_ ABSL_GUARDED_BY(mu_) = StopReason::kNone;
   std::vector<absl::AnyInvocable<void()>> on_stop_ ABSL_GUARDED_BY(mu_);

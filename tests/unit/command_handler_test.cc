@@ -284,6 +284,19 @@ TEST_F(CommandHandlerTest, OutputOverTheLimitIsTruncatedAndSaysSo) {
             "0123456789\n[ferry-worker: output truncated to 10 of 16 bytes]\n");
 }
 
+TEST_F(CommandHandlerTest, OutputIsCutToTheBrokersLimitNoteIncluded) {
+  // --max_output and the broker's limit equal (1 MiB each by default): a
+  // result over the broker's limit would fail the job instead.
+  CommandOptions options;
+  options.max_output = 4096;
+  JobContext ctx(MakeJob(), absl::InfiniteFuture(), /*max_output_bytes=*/4096);
+  JobOutcome outcome =
+      RunCommand(Shell("head -c 100000 /dev/zero | tr '\\0' x"), options, ctx);
+  EXPECT_TRUE(outcome.success) << outcome.error;
+  EXPECT_LE(outcome.output.size(), 4096u);
+  EXPECT_THAT(outcome.output, EndsWith(" of 100000 bytes]\n"));
+}
+
 TEST_F(CommandHandlerTest, LargeOutputOverTheLimitIsReadToTheEndAndTruncated) {
   // The command must not block on a full pipe once the limit is reached.
   CommandOptions options;

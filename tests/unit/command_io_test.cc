@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "ferry/v1/job.pb.h"
@@ -119,6 +120,30 @@ TEST(CommandStdout, OutputOverTheLimitIsCutAndSaysHowMuchThereWas) {
   out.Append("def");
   EXPECT_EQ(std::move(out).Take(),
             "0123456789\n[ferry-worker: output truncated to 10 of 16 bytes]\n");
+}
+
+TEST(CommandStdout, TheWholeResultStaysWithinTheBrokersLimitNoteIncluded) {
+  // --max_output and the broker's limit both 1 MiB, as by default: the
+  // note must not push the result over (the broker would fail the job).
+  constexpr int64_t kLimit = 1 << 20;
+  CommandStdout out(kLimit, kLimit);
+  const std::string chunk(64 << 10, 'x');
+  for (int i = 0; i < 32; ++i) out.Append(chunk);  // 2 MiB
+  const std::string result = std::move(out).Take();
+  EXPECT_LE(result.size(), static_cast<size_t>(kLimit));
+  EXPECT_THAT(result, EndsWith(absl::StrCat(
+                          "\n[ferry-worker: output truncated to ",
+                          result.find('\n'), " of 2097152 bytes]\n")));
+}
+
+TEST(CommandStdout, TheBrokersLimitCutsEvenUnderMaxOutput) {
+  CommandStdout out(/*max_bytes=*/1000, /*result_limit=*/100);
+  out.Append(std::string(500, 'y'));
+  const std::string result = std::move(out).Take();
+  EXPECT_LE(result.size(), 100u);
+  EXPECT_GE(result.size(), 98u) << "the note's number may shrink a digit";
+  EXPECT_THAT(result, StartsWith("yyy"));
+  EXPECT_THAT(result, EndsWith(" of 500 bytes]\n"));
 }
 
 TEST(CommandStdout, ZeroLimitKeepsNothingButTheNote) {
