@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "spdlog/cfg/env.h"
@@ -24,6 +25,14 @@ struct fmt::formatter<absl::string_view> : fmt::formatter<fmt::string_view> {
 };
 
 namespace ferry {
+
+// A value for a key="value" log field that came from outside (a client, a
+// worker, a handler's stderr): newlines, quotes, backslashes and other
+// control bytes are escaped C-style, so it can never forge a log line or a
+// field. UTF-8 passes through as is.
+inline std::string LogValue(absl::string_view value) {
+  return absl::Utf8SafeCEscape(value);
+}
 
 // The daemons' logging: one line per event on stderr (stdout is for
 // output), UTC timestamps, at `level` (trace..off); SPDLOG_LEVEL overrides.

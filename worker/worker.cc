@@ -541,7 +541,8 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
       auto it = running_.find(msg.cancel().lease_token());
       if (it != running_.end()) {
         spdlog::info("job cancelled by the broker job_id={} reason=\"{}\"",
-                     msg.cancel().job_id(), msg.cancel().reason());
+                     LogValue(msg.cancel().job_id()),
+                     LogValue(msg.cancel().reason()));
         it->second->ctx->Stop(StopReason::kCancelled);
       }
       break;
@@ -552,13 +553,15 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
       auto it = running_.find(token);
       if (it != running_.end()) {
         spdlog::warn("lease lost job_id={} reason=\"{}\"",
-                     it->second->ctx->id(), msg.lease_lost().reason());
+                     it->second->ctx->id(),
+                     LogValue(msg.lease_lost().reason()));
         it->second->ctx->Stop(StopReason::kLeaseLost);
       }
       auto refused = unacked_.find(token);
       if (refused != unacked_.end()) {
         spdlog::warn("result refused by the broker job_id={} reason=\"{}\"",
-                     refused->second.job_id, msg.lease_lost().reason());
+                     refused->second.job_id,
+                     LogValue(msg.lease_lost().reason()));
         unacked_.erase(refused);
       }
       break;
@@ -572,7 +575,7 @@ void Worker::OnMessage(Connection& connection, v1::ServerMessage& msg) {
       absl::MutexLock lock(&mu_);
       draining_ = true;
       spdlog::info("broker asked to drain reason=\"{}\" running={}",
-                   msg.drain().reason(), running_.size());
+                   LogValue(msg.drain().reason()), running_.size());
       break;
     }
     case v1::ServerMessage::kResultAck: {
@@ -678,7 +681,7 @@ void LogFinished(const JobContext& ctx, const JobOutcome& outcome,
       "job finished job_id={} kind={} attempt={} duration_ms={} outcome={}{}{}",
       ctx.id(), ctx.kind(), ctx.attempt(), absl::ToInt64Milliseconds(duration),
       verdict, outcome.success ? "" : " error=\"",
-      outcome.success ? "" : outcome.error + "\"");
+      outcome.success ? "" : LogValue(outcome.error) + "\"");
 }
 
 v1::WorkerMessage ResultMessage(const std::string& token, JobOutcome outcome) {

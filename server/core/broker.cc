@@ -625,13 +625,13 @@ void Broker::EndAttempt(const std::string& token, LeaseState& lease,
           if (job->state == JobState::kFailed) {
             spdlog::info(
                 "job failed job_id={} queue={} attempt={} error=\"{}\"",
-                job->id, job->queue, job->attempt, job->last_error);
+                job->id, job->queue, job->attempt, LogValue(job->last_error));
           } else if (job->state == JobState::kScheduled) {
             spdlog::info(
                 "job retry scheduled job_id={} queue={} attempt={} "
                 "run_at={} error=\"{}\"",
                 job->id, job->queue, job->attempt,
-                absl::FormatTime(job->run_at), job->last_error);
+                absl::FormatTime(job->run_at), LogValue(job->last_error));
           } else {
             spdlog::debug("job succeeded job_id={} queue={} attempt={}",
                           job->id, job->queue, job->attempt);
@@ -725,10 +725,10 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
     SendLeaseLost(handle, h.job_id, h.token, kUnknownLease, kicks);
   }
   spdlog::info(
-      "worker connected worker_id={} session_id={} hostname={} peer={} "
+      "worker connected worker_id={} session_id={} hostname=\"{}\" peer={} "
       "queues={} credits={} resumed_leases={}",
       session->identity.worker_id, session->session_id,
-      session->identity.hostname, session->identity.peer,
+      LogValue(session->identity.hostname), session->identity.peer,
       absl::StrJoin(session->identity.queues, ","), initial_credits, resumed);
   if (initial_credits > 0) {
     GrantCredits(*session, initial_credits, /*reset=*/false, kicks);

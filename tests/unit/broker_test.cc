@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,6 +30,8 @@
 #include "proto/time_util.h"
 #include "server/convert.h"
 #include "server/validate.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 #include "storage/store.h"
 #include "tests/fake_clock.h"
 #include "tests/faulty_store.h"
@@ -658,6 +661,24 @@ TEST_F(BrokerTest, HeartbeatsKeepALeaseAlivePastItsTtl) {
   EXPECT_EQ(job.state, JobState::kRunning);
   EXPECT_EQ(job.attempt, 1);
   EXPECT_EQ(job.lease_token, token);
+}
+
+TEST_F(BrokerTest, AHostnameWithANewlineCannotForgeALogLine) {
+  std::ostringstream log;
+  const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  WorkerIdentity identity = Identity("w1");
+  identity.hostname = "box\n[info] job succeeded job_id=999 \"forged\"";
+  auto sink = std::make_shared<FakeWorkerSink>();
+  EXPECT_THAT(broker_->OpenSession(identity, {}, 0, sink), IsOk());
+  Settle();
+  spdlog::set_default_logger(previous);
+
+  const std::string text = log.str();
+  EXPECT_THAT(text, HasSubstr("hostname=\"box\\n[info] job succeeded "
+                              "job_id=999 \\\"forged\\\"\""));
+  EXPECT_THAT(text, Not(HasSubstr("\n[info] job succeeded")));
 }
 
 TEST_F(BrokerTest, ObserverSeesEachChangeDispatchExpiryAndPromotion) {
