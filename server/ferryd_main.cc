@@ -17,6 +17,7 @@
 #include "base/log_format.h"
 #include "base/read_file.h"
 #include "base/status_macros.h"
+#include "server/protobuf_log.h"
 #include "server/queue_config.h"
 #include "server/server.h"
 #include "server/validate.h"
@@ -162,6 +163,7 @@ int Run(int argc, char** argv) {
   // Before any thread starts: the signals are taken by Wait() below.
   const StopSignals signals;
 
+  RouteProtobufLogs(SystemClock::Get());
   // What ferryd creates (the database's directory, the file, its WAL and
   // lock files, later backups) is its own: they hold every payload.
   umask(077);

@@ -514,6 +514,23 @@ TEST_F(JobsApiTest, ListWorkersShowsAConnectedWorker) {
 
 // ---------------------------------------------------- standard services
 
+TEST_F(JobsApiTest, ARequestThatDoesNotParseIsRefusedAndChangesNothing) {
+  const World before = Snapshot();
+  v1::SubmitRequest request;
+  request.mutable_job()->set_queue("q");
+  request.mutable_job()->set_kind("k");
+  std::string bytes = request.SerializeAsString();
+  bytes.back() = '\xff';  // the kind, now invalid UTF-8
+  absl::StatusOr<std::string> response =
+      RawCall(channel(), "/ferry.v1.Jobs/Submit", bytes);
+  ASSERT_FALSE(response.ok());
+  // gRPC refuses the message before any handler runs; 1.51's callback
+  // server says so with this code (docs/protocol.md, "Errors").
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnimplemented)
+      << response.status();
+  ExpectUnchanged(before);
+}
+
 TEST_F(JobsApiTest, HealthCheckReportsServing) {
   // grpc.health.v1 is served by gRPC's default service, which ships no C++
   // stub: call it by name. HealthCheckRequest{service: ""} encodes to no
