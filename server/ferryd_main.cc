@@ -57,6 +57,9 @@ ABSL_FLAG(std::string, queue_config, "",
 ABSL_FLAG(bool, integrity_check, true,
           "Check the database (PRAGMA quick_check) at start and refuse a "
           "damaged one.");
+ABSL_FLAG(int64_t, max_worker_sessions, 10000,
+          "Most worker streams (Workers.Connect) open at once; past it a "
+          "worker's Hello is refused with RESOURCE_EXHAUSTED.");
 
 namespace ferry {
 namespace {
@@ -110,7 +113,11 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   policy.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
   options.broker.retention = absl::GetFlag(FLAGS_retention);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.broker.max_sessions = absl::GetFlag(FLAGS_max_worker_sessions);
   FERRY_RETURN_IF_ERROR(ValidatePolicy(policy, "--"));
+  if (options.broker.max_sessions < 1) {
+    return absl::InvalidArgumentError("--max_worker_sessions must be >= 1");
+  }
   if (options.broker.retention <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--retention must be positive");
   }

@@ -669,6 +669,16 @@ absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
       return absl::UnavailableError(
           "the broker is shutting down; reconnect later");
     }
+    if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
+      spdlog::warn(
+          "worker refused: too many sessions worker_id={} peer={} "
+          "max_sessions={}",
+          identity.worker_id, identity.peer, options_.max_sessions);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "ferryd serves at most ", options_.max_sessions,
+          " worker streams at once (ferryd --max_worker_sessions); retry "
+          "later, or raise the limit"));
+    }
     const absl::Time now = clock_->Now();
     handle = next_handle_++;
     StreamSession& session =

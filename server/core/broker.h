@@ -46,6 +46,9 @@ struct BrokerOptions {
   int promote_batch = 1000;
   // Most credits a worker session may hold.
   int64_t max_credits = 10000;
+  // Most worker streams open at once; past it a Hello is refused
+  // (RESOURCE_EXHAUSTED), so fake workers cannot grow memory without end.
+  int64_t max_sessions = 10000;
   // A unary Lease response stops growing at this many bytes of
   // assignments (the first always goes): gRPC clients refuse messages over
   // 4 MiB unless told otherwise, and a response the caller refuses leaves
@@ -132,7 +135,8 @@ class Broker {
   // Registers a stream. Sends a Welcome, then Assignments as credits allow.
   // Held leases the broker still knows are re-bound to this session; the
   // rest get LeaseLost. `sink` is kept until CloseSession. Returns the
-  // session handle, or UNAVAILABLE while draining.
+  // session handle, UNAVAILABLE while draining, or RESOURCE_EXHAUSTED when
+  // max_sessions streams are open.
   absl::StatusOr<uint64_t> OpenSession(WorkerIdentity identity,
                                        std::vector<HeldLease> held,
                                        int64_t initial_credits,

@@ -32,6 +32,7 @@ class TakerTable {
     dispatcher_->Unregister(handle);
     takers_.erase(handle);
   }
+  size_t size() const { return takers_.size(); }
   std::vector<uint64_t> Handles() const {
     std::vector<uint64_t> handles;
     handles.reserve(takers_.size());

@@ -663,6 +663,22 @@ TEST_F(BrokerTest, HeartbeatsKeepALeaseAlivePastItsTtl) {
   EXPECT_EQ(job.lease_token, token);
 }
 
+TEST_F(BrokerTest, StreamsPastMaxSessionsAreRefusedUntilOneCloses) {
+  options_.max_sessions = 2;
+  ASSERT_NO_FATAL_FAILURE(RestartBroker());
+  Worker first = Connect("w1", 0);
+  Worker second = Connect("w2", 0);
+  auto sink = std::make_shared<FakeWorkerSink>();
+  EXPECT_THAT(broker_->OpenSession(Identity("w3"), {}, 0, sink),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("at most 2 worker streams")));
+  EXPECT_THAT(sink->Messages(), IsEmpty()) << "not even a Welcome";
+  EXPECT_THAT(broker_->ListWorkers(), SizeIs(2));
+
+  broker_->CloseSession(first.session);
+  EXPECT_THAT(broker_->OpenSession(Identity("w3"), {}, 0, sink), IsOk());
+}
+
 TEST_F(BrokerTest, AHostnameWithANewlineCannotForgeALogLine) {
   std::ostringstream log;
   const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
