@@ -202,12 +202,22 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(absl::string_view queue,
 }
 
 absl::StatusOr<std::vector<v1::WorkerInfo>> Client::ListWorkers() {
+  std::vector<v1::WorkerInfo> workers;
   v1::ListWorkersRequest request;
-  v1::ListWorkersResponse response;
-  grpc::Status status = stub_->ListWorkers(Context().get(), request, &response);
-  if (!status.ok()) return Error(status);
-  return std::vector<v1::WorkerInfo>(response.workers().begin(),
-                                     response.workers().end());
+  // Page after page (each at most 4 MiB); bounded, as the broker caps
+  // the sessions it serves.
+  for (int page = 0; page < 100000; ++page) {
+    v1::ListWorkersResponse response;
+    grpc::Status status =
+        stub_->ListWorkers(Context().get(), request, &response);
+    if (!status.ok()) return Error(status);
+    for (v1::WorkerInfo& worker : *response.mutable_workers()) {
+      workers.push_back(std::move(worker));
+    }
+    if (response.next_page_token().empty()) break;
+    request.set_page_token(response.next_page_token());
+  }
+  return workers;
 }
 
 }  // namespace ferry

@@ -93,6 +93,8 @@ class Client {
   // Returns how many jobs were deleted.
   absl::StatusOr<uint64_t> PurgeQueue(absl::string_view queue,
                                       v1::JobState state);
+  // Every connected worker, oldest connection first (it follows the
+  // broker's pages).
   absl::StatusOr<std::vector<v1::WorkerInfo>> ListWorkers();
 
   const std::string& broker() const { return broker_; }

@@ -1,11 +1,17 @@
 #include "server/jobs_service.h"
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "server/convert.h"
@@ -504,10 +510,61 @@ grpc::ServerUnaryReactor* JobsService::PurgeQueue(
   return reactor;
 }
 
+namespace {
+
+// Where a ListWorkers page starts: after the worker that ended the last
+// one, named by "CONNECTED_AT_US:SESSION_ID" (the order workers are listed
+// in).
+struct WorkerCursor {
+  int64_t connected_at_us = INT64_MIN;
+  std::string session_id;
+
+  static absl::StatusOr<WorkerCursor> Parse(absl::string_view token) {
+    WorkerCursor cursor;
+    if (token.empty()) return cursor;
+    std::pair<absl::string_view, absl::string_view> parts =
+        absl::StrSplit(token, absl::MaxSplits(':', 1));
+    if (!absl::SimpleAtoi(parts.first, &cursor.connected_at_us) ||
+        parts.second.empty()) {
+      return absl::InvalidArgumentError(
+          "page_token is not one a ListWorkers response returned");
+    }
+    cursor.session_id = std::string(parts.second);
+    return cursor;
+  }
+  static std::string TokenAfter(const WorkerSnapshot& worker) {
+    return absl::StrCat(absl::ToUnixMicros(worker.connected_at), ":",
+                        worker.session_id);
+  }
+  bool Before(const WorkerSnapshot& worker) const {
+    const int64_t at = absl::ToUnixMicros(worker.connected_at);
+    return at > connected_at_us ||
+           (at == connected_at_us && worker.session_id > session_id);
+  }
+};
+
+}  // namespace
+
 grpc::ServerUnaryReactor* JobsService::ListWorkers(
     grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* request,
     v1::ListWorkersResponse* response) {
-  for (const WorkerSnapshot& worker : broker_->ListWorkers()) {
+  absl::StatusOr<WorkerCursor> cursor =
+      WorkerCursor::Parse(request->page_token());
+  if (!cursor.ok()) return Finish(ctx, cursor.status());
+  const uint32_t page_size = request->page_size() == 0
+                                 ? UINT32_MAX
+                                 : std::min(request->page_size(), kMaxPageSize);
+  const std::vector<WorkerSnapshot> workers = broker_->ListWorkers();
+  size_t bytes = 0;
+  const WorkerSnapshot* last = nullptr;
+  for (const WorkerSnapshot& worker : workers) {
+    if (!cursor->Before(worker)) continue;
+    if (static_cast<uint32_t>(response->workers_size()) == page_size ||
+        (bytes > kMaxPageBytes && last != nullptr)) {
+      // More follow: the next page starts after the last one shown.
+      response->set_next_page_token(WorkerCursor::TokenAfter(*last));
+      break;
+    }
     v1::WorkerInfo* info = response->add_workers();
     info->set_worker_id(worker.identity.worker_id);
     info->set_session_id(worker.session_id);
@@ -524,6 +581,8 @@ grpc::ServerUnaryReactor* JobsService::ListWorkers(
     ToProto(worker.connected_at, info->mutable_connected_at());
     ToProto(worker.last_seen, info->mutable_last_seen());
     info->set_peer(worker.identity.peer);
+    bytes += info->ByteSizeLong();
+    last = &worker;
   }
   return Finish(ctx, absl::OkStatus());
 }

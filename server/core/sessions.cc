@@ -1,6 +1,7 @@
 #include "server/core/sessions.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "server/core/token.h"
@@ -49,7 +50,8 @@ std::vector<WorkerSnapshot> SessionTable::Snapshot() const {
   }
   std::sort(workers.begin(), workers.end(),
             [](const WorkerSnapshot& a, const WorkerSnapshot& b) {
-              return a.connected_at < b.connected_at;
+              return std::tie(a.connected_at, a.session_id) <
+                     std::tie(b.connected_at, b.session_id);
             });
   return workers;
 }

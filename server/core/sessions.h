@@ -50,7 +50,7 @@ class SessionTable : public TakerTable<StreamSession> {
   // Queues `event` for the session; nothing if it is gone.
   void Send(uint64_t handle, WorkerEvent event, KickList& kicks);
 
-  // Every session, oldest first.
+  // Every session, oldest connection first (then by session id).
   std::vector<WorkerSnapshot> Snapshot() const;
 };
 

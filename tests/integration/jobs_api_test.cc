@@ -512,6 +512,45 @@ TEST_F(JobsApiTest, ListWorkersShowsAConnectedWorker) {
   EXPECT_THAT(listed, IsEmpty());
 }
 
+TEST_F(JobsApiTest, ListWorkersPagesOldestFirstWithATokenForTheRest) {
+  std::vector<std::unique_ptr<TestWorker>> workers;
+  for (const char* id : {"w-1", "w-2", "w-3"}) {
+    TestWorkerOptions options;
+    options.worker_id = id;
+    workers.push_back(Connect(options));
+    ASSERT_TRUE(workers.back()->ExpectWelcome().has_value());
+    Advance(absl::Seconds(1));  // distinct connection times
+  }
+  auto ids = [](const v1::ListWorkersResponse& page) {
+    std::vector<std::string> out;
+    for (const v1::WorkerInfo& w : page.workers()) out.push_back(w.worker_id());
+    return out;
+  };
+  v1::ListWorkersRequest request;
+  request.set_page_size(2);
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      v1::ListWorkersResponse first,
+      Call(jobs(), &v1::Jobs::Stub::ListWorkers, request));
+  EXPECT_THAT(ids(first), ElementsAre("w-1", "w-2"));
+  ASSERT_FALSE(first.next_page_token().empty());
+
+  request.set_page_token(first.next_page_token());
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      v1::ListWorkersResponse second,
+      Call(jobs(), &v1::Jobs::Stub::ListWorkers, request));
+  EXPECT_THAT(ids(second), ElementsAre("w-3"));
+  EXPECT_TRUE(second.next_page_token().empty());
+
+  // No page size: all of them, in one page here.
+  FERRY_ASSERT_OK_AND_ASSIGN(std::vector<v1::WorkerInfo> all, ListWorkers());
+  EXPECT_THAT(all, SizeIs(3));
+
+  request.set_page_token("not-a-token");
+  EXPECT_THAT(
+      Call(jobs(), &v1::Jobs::Stub::ListWorkers, request),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("page_token")));
+}
+
 // ---------------------------------------------------- standard services
 
 TEST_F(JobsApiTest, ARequestThatDoesNotParseIsRefusedAndChangesNothing) {
