@@ -56,7 +56,8 @@ Broker::Broker(Store* store, const Clock* clock, BrokerOptions options,
     : store_(store),
       clock_(clock),
       options_(std::move(options)),
-      observer_(observer != nullptr ? observer : NoObserver()) {}
+      observer_(observer != nullptr ? observer : NoObserver()),
+      refused_log_(clock, /*per_second=*/10) {}
 
 Broker::~Broker() = default;
 
@@ -649,6 +650,21 @@ void Broker::SendLeaseLost(uint64_t session, int64_t job_id,
                  kicks);
 }
 
+void Broker::Refused(uint64_t session, absl::string_view why) {
+  const StreamSession* sender = sessions_.Find(session);
+  const absl::string_view worker_id =
+      sender == nullptr ? absl::string_view() : sender->identity.worker_id;
+  observer_->LeaseRefused(worker_id, why);
+  int64_t suppressed = 0;
+  if (refused_log_.Allow(&suppressed)) {
+    spdlog::warn(
+        "lease refused worker_id={} session_id={} reason=\"{}\" "
+        "suppressed_before={}",
+        worker_id.empty() ? "-" : worker_id,
+        sender == nullptr ? "-" : sender->session_id, why, suppressed);
+  }
+}
+
 // --------------------------------------------------------------- streams
 
 absl::StatusOr<uint64_t> Broker::OpenSession(WorkerIdentity identity,
@@ -793,6 +809,7 @@ LeaseState* Broker::ExtendLease(uint64_t handle, const std::string& token,
     // A result for it is being stored: the heartbeat is moot, not lost.
     if (leases_.AckPending(token)) return nullptr;
     const LeaseTable::Recent* recent = leases_.RecentResult(token);
+    Refused(handle, why);
     SendLeaseLost(handle, recent == nullptr ? 0 : recent->job_id, token, why,
                   kicks);
     return nullptr;
@@ -844,6 +861,7 @@ void Broker::EndReportedAttempt(uint64_t handle, const std::string& token,
                      kicks);
     } else if (!leases_.RetargetAck(token, handle)) {
       // (Resent while the first copy is being written: acked here, then.)
+      Refused(handle, why);
       SendLeaseLost(handle, 0, token, why, kicks);
     }
     return;
@@ -967,6 +985,7 @@ void Broker::HeartbeatLease(std::string token, std::optional<Progress> progress,
   std::string why;
   LeaseState* lease = FindLease(token, 0, &why);
   if (lease == nullptr) {
+    Refused(0, why);
     kicks.Defer([done = std::move(done), why]() mutable {
       std::move(done)(absl::FailedPreconditionError(
           absl::StrCat("lease lost: ", why, "; stop working on the job")));
@@ -1000,6 +1019,7 @@ void Broker::CompleteLease(std::string token, Outcome outcome,
   LeaseState* lease = FindLease(token, 0, &why);
   if (lease == nullptr) {
     const LeaseTable::Recent* recent = leases_.RecentResult(token);
+    if (recent == nullptr) Refused(0, why);
     absl::StatusOr<JobState> answer =
         recent != nullptr
             ? absl::StatusOr<JobState>(recent->state)

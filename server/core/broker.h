@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
+#include "base/log_rate_limiter.h"
 #include "server/core/dispatcher.h"
 #include "server/core/events.h"
 #include "server/core/job_policy.h"
@@ -274,6 +275,10 @@ class Broker {
   void SendLeaseLost(uint64_t session, int64_t job_id, const std::string& token,
                      absl::string_view reason, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts and logs (rate-limited) a heartbeat or result refused for a
+  // lease its sender (`session`, 0: a unary call) does not hold.
+  void Refused(uint64_t session, absl::string_view why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void PromoteDue(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PurgeBatch(std::string queue, JobState state, int64_t total,
@@ -287,6 +292,8 @@ class Broker {
   const Clock* const clock_;
   const BrokerOptions options_;
   BrokerObserver* const observer_;
+  // Refused tokens may come in a flood (a buggy or hostile worker).
+  LogRateLimiter refused_log_;
 
   absl::Mutex mu_;
   Dispatcher dispatcher_ ABSL_GUARDED_BY(mu_);

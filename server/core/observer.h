@@ -35,6 +35,11 @@ class BrokerObserver {
   // `job` (attempt `job.attempt`) was leased to `worker_id`.
   virtual void JobDispatched(const JobRecord& job,
                              absl::string_view worker_id) {}
+  // A heartbeat or result named a lease its sender does not hold (unknown,
+  // already ended, or another worker's); `worker_id` is empty for a unary
+  // call. Refused, and changed nothing.
+  virtual void LeaseRefused(absl::string_view worker_id,
+                            absl::string_view why) {}
   // A lease ran out without a heartbeat; its attempt ends as a failure.
   virtual void LeaseExpired(int64_t job_id, absl::string_view queue,
                             absl::string_view worker_id, int32_t attempt) {}

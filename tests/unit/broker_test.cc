@@ -18,7 +18,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -131,6 +133,10 @@ class RecordingObserver final : public BrokerObserver {
                      absl::string_view worker_id) override {
     Add(absl::StrCat("dispatched ", job.id, " to ", worker_id, " attempt ",
                      job.attempt));
+  }
+  void LeaseRefused(absl::string_view worker_id,
+                    absl::string_view why) override {
+    Add(absl::StrCat("refused ", worker_id, ": ", why));
   }
   void LeaseExpired(int64_t job_id, absl::string_view queue,
                     absl::string_view worker_id, int32_t attempt) override {
@@ -677,6 +683,29 @@ TEST_F(BrokerTest, StreamsPastMaxSessionsAreRefusedUntilOneCloses) {
 
   broker_->CloseSession(first.session);
   EXPECT_THAT(broker_->OpenSession(Identity("w3"), {}, 0, sink), IsOk());
+}
+
+TEST_F(BrokerTest, BogusTokensAreRefusedCountedAndLoggedTenASecond) {
+  Worker worker = Connect("w1", 0);
+  std::ostringstream log;
+  const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  v1::Heartbeat heartbeat;
+  for (int i = 0; i < 50; ++i) heartbeat.add_lease_tokens(absl::StrCat("b", i));
+  broker_->Heartbeat(worker.session, FromProto(heartbeat));
+  spdlog::set_default_logger(previous);
+
+  EXPECT_THAT(worker.sink->LeaseLosts(), SizeIs(50));
+  int refused = 0;
+  for (const std::string& event : observer_.Events()) {
+    refused += absl::StartsWith(event, "refused w1: unknown lease") ? 1 : 0;
+  }
+  EXPECT_EQ(refused, 50);
+  const std::vector<std::string> lines =
+      absl::StrSplit(log.str(), '\n', absl::SkipEmpty());
+  EXPECT_THAT(lines, SizeIs(10)) << log.str();
+  EXPECT_THAT(lines[0], HasSubstr("lease refused worker_id=w1"));
 }
 
 TEST_F(BrokerTest, AHostnameWithANewlineCannotForgeALogLine) {
