@@ -51,8 +51,14 @@ inline constexpr size_t kMaxCancelReasonLength = 1024;
 
 // Queues one worker (a Connect stream's Hello, a unary Lease) takes from.
 inline constexpr int kMaxWorkerQueues = 64;
-// Leases a reconnecting worker may name in its Hello.
+// Leases a reconnecting worker may name in its Hello, and tokens one
+// Heartbeat may list.
 inline constexpr int kMaxHeldLeases = 100000;
+// Messages the broker queues for one worker stream. A worker that stops
+// reading past it has its session ended (and its stream closed
+// RESOURCE_EXHAUSTED): room for a reconnect's LeaseLosts plus a full
+// credit window, no more.
+inline constexpr size_t kMaxQueuedWorkerMessages = 2 * kMaxHeldLeases;
 // Hello fields kept, in bytes; longer ones are cut.
 inline constexpr size_t kMaxHostnameLength = 255;
 inline constexpr size_t kMaxVersionLength = 64;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/log_format.h"
 #include "base/status_macros.h"
 #include "proto/batch.h"
 #include "proto/grpc_status.h"
@@ -23,7 +24,9 @@ void WorkerStream::Start(std::shared_ptr<WorkerStream> self) {
 }
 
 void WorkerStream::Push(WorkerEvent event) {
-  writes_.Push(ToServerMessage(std::move(event)));
+  if (!writes_.Push(ToServerMessage(std::move(event)))) {
+    overflowed_.store(true);
+  }
 }
 
 void WorkerStream::Close(absl::Status status) {
@@ -31,6 +34,15 @@ void WorkerStream::Close(absl::Status status) {
 }
 
 void WorkerStream::Kick() {
+  if (overflowed_.exchange(false)) {
+    // The worker stopped reading: end its session, so that nothing more is
+    // dispatched to a stream that would only queue it.
+    spdlog::warn(
+        "worker stream not reading, session ended peer={} queued_max={}", peer_,
+        kMaxQueuedWorkerMessages);
+    End(absl::ResourceExhaustedError("the worker stopped reading"));
+    return;
+  }
   absl::Status finish;
   bool more = false;
   const bool batches = batches_.load();
@@ -129,6 +141,12 @@ absl::Status WorkerStream::HandleInSession(uint64_t session,
       broker_->AddCredit(session, msg.credit().credits(), msg.credit().reset());
       return absl::OkStatus();
     case v1::WorkerMessage::kHeartbeat:
+      if (msg.heartbeat().lease_tokens_size() +
+              msg.heartbeat().progress_size() >
+          kMaxHeldLeases) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "a Heartbeat may name at most ", kMaxHeldLeases, " leases"));
+      }
       broker_->Heartbeat(session, FromProto(msg.heartbeat()));
       return absl::OkStatus();
     case v1::WorkerMessage::kBatch:

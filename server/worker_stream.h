@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/workers.grpc.pb.h"
+#include "proto/protocol_limits.h"
 #include "server/core/broker.h"
 #include "server/write_queue.h"
 
@@ -54,7 +55,10 @@ class WorkerStream final
   v1::WorkerMessage in_;                // owned by the read in flight
   v1::ServerMessage out_;               // owned by the write in flight
 
-  WriteQueue<v1::ServerMessage> writes_;
+  WriteQueue<v1::ServerMessage> writes_{kMaxQueuedWorkerMessages};
+  // Set by a Push that overflowed writes_ (under the broker's lock);
+  // Kick ends the session, outside it.
+  std::atomic<bool> overflowed_{false};
 
   // The worker understands ServerMessage.batch (its Hello said so) ...
   std::atomic<bool> accepts_batches_{false};

@@ -6,6 +6,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace ferry {
@@ -19,10 +20,27 @@ class WriteQueue {
  public:
   enum class Action { kNothing, kWrite, kFinish };
 
-  // Dropped once the stream is closing.
-  void Push(Item item) {
+  // At most `max_pending` items wait (0: no limit): a peer that stops
+  // reading cannot grow the server's memory without end.
+  explicit WriteQueue(size_t max_pending = 0) : max_pending_(max_pending) {}
+
+  // Dropped once the stream is closing. Returns false for the push that
+  // overflowed the queue: what was queued is dropped, the stream closes
+  // with RESOURCE_EXHAUSTED, and the caller must end its side of it.
+  bool Push(Item item) {
     absl::MutexLock lock(&mu_);
-    if (!closing_) pending_.push_back(std::move(item));
+    if (closing_) return true;
+    if (max_pending_ > 0 && pending_.size() >= max_pending_) {
+      pending_.clear();
+      closing_ = true;
+      status_ = absl::ResourceExhaustedError(absl::StrCat(
+          "more than ", max_pending_,
+          " messages waited to be sent on this stream: it is closed so that "
+          "the server's memory stays bounded; read the stream promptly"));
+      return false;
+    }
+    pending_.push_back(std::move(item));
+    return true;
   }
 
   // Finish with `status` after what is queued is written. First call wins.
@@ -82,6 +100,7 @@ class WriteQueue {
   }
 
  private:
+  const size_t max_pending_;
   absl::Mutex mu_;
   std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

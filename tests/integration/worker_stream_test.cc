@@ -13,6 +13,7 @@
 #include "ferry/v1/workers.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proto/protocol_limits.h"
 #include "tests/server_fixture.h"
 #include "tests/status_matchers.h"
 #include "tests/test_worker.h"
@@ -40,6 +41,46 @@ TEST_F(WorkerStreamTest, WelcomeCarriesTheHeartbeatIntervalAndLeaseTtl) {
   EXPECT_GT(FromProto(welcome->heartbeat_interval()), absl::ZeroDuration());
   EXPECT_LT(FromProto(welcome->heartbeat_interval()), kDefaultTtl);
   EXPECT_EQ(FromProto(welcome->heartbeat_interval()), kDefaultTtl / 3);
+}
+
+TEST_F(WorkerStreamTest, AWorkerThatStopsReadingHasItsSessionEnded) {
+  // A raw stream that writes and never reads: bogus heartbeats make the
+  // broker queue a LeaseLost per token, past what one stream may queue.
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, Msg>> stream =
+      workers().Connect(&ctx);
+  v1::WorkerMessage hello;
+  hello.mutable_hello()->set_worker_id("deaf");
+  hello.mutable_hello()->add_queues("q");
+  ASSERT_TRUE(stream->Write(hello));
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
+    return listed.ok() && listed->size() == 1;
+  }));
+  const int heartbeats =
+      static_cast<int>(kMaxQueuedWorkerMessages / kMaxHeldLeases) + 1;
+  for (int h = 0; h < heartbeats; ++h) {
+    v1::WorkerMessage heartbeat;
+    for (int i = 0; i < kMaxHeldLeases; ++i) {
+      heartbeat.mutable_heartbeat()->add_lease_tokens(absl::StrCat(h, "-", i));
+    }
+    if (!stream->Write(heartbeat)) break;  // the broker ended it already
+  }
+  EXPECT_TRUE(Eventually([&] {
+    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
+    return listed.ok() && listed->empty();
+  })) << "the session of a stream that does not read was not ended";
+  ctx.TryCancel();
+}
+
+TEST_F(WorkerStreamTest, AHeartbeatNamingTooManyLeasesEndsTheStream) {
+  auto worker = Connect(TestWorkerOptions());
+  ASSERT_TRUE(worker->ExpectWelcome().has_value());
+  std::vector<std::string> tokens(kMaxHeldLeases + 1, "t");
+  worker->Heartbeat(tokens);
+  grpc::Status end = worker->AwaitEnd();
+  EXPECT_EQ(end.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(end.error_message(), HasSubstr("at most 100000 leases"));
 }
 
 TEST_F(WorkerStreamTest, JobRunsToSuccessWithProgressOverTheStream) {
