@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "tests/proto_test_util.h"
 
 namespace ferry::testing {
 
@@ -57,12 +58,6 @@ inline std::string SubmittedId(const CliRun& run) {
   EXPECT_EQ(run.code, 0) << run.all;
   EXPECT_THAT(run.out, ::testing::MatchesRegex("[0-9]+\n")) << run.all;
   return std::string(absl::StripTrailingAsciiWhitespace(run.out));
-}
-
-inline std::vector<std::string> Ids(const v1::ListResponse& response) {
-  std::vector<std::string> ids;
-  for (const v1::Job& job : response.jobs()) ids.push_back(job.id());
-  return ids;
 }
 
 // The non-empty lines of `text`.

@@ -31,6 +31,13 @@ inline std::vector<uint64_t> Counts(const v1::QueueInfo& info) {
           info.succeeded(), info.failed(), info.cancelled()};
 }
 
+// The ids of a List page, in order.
+inline std::vector<std::string> Ids(const v1::ListResponse& response) {
+  std::vector<std::string> ids;
+  for (const v1::Job& job : response.jobs()) ids.push_back(job.id());
+  return ids;
+}
+
 }  // namespace ferry::testing
 
 #endif  // FERRY_TESTS_PROTO_TEST_UTIL_H_

@@ -630,6 +630,7 @@ TEST_F(CliTest, QueuesShowsCountsPerStateAndWhetherPaused) {
 
   CliRun queues = Ferry({"queues"});
   EXPECT_EQ(queues.code, 0) << queues.all;
+  ASSERT_THAT(Lines(queues.out), Not(IsEmpty())) << queues.all;
   EXPECT_THAT(Lines(queues.out)[0],
               MatchesRegex("QUEUE +SCHEDULED +QUEUED +RUNNING +SUCCEEDED "
                            "+FAILED +CANCELLED +OLDEST"));
@@ -705,6 +706,7 @@ TEST_F(CliTest, WorkersShowsAConnectedWorker) {
 
   CliRun table = Ferry({"workers"});
   EXPECT_EQ(table.code, 0) << table.all;
+  ASSERT_THAT(Lines(table.out), Not(IsEmpty())) << table.all;
   EXPECT_THAT(Lines(table.out)[0],
               MatchesRegex("WORKER +HOST +QUEUES +CREDITS +LEASES +CONNECTED "
                            "+LAST SEEN +PEER"));

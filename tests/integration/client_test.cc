@@ -58,12 +58,6 @@ MATCHER_P(IsUnreachable, address,
          absl::StrContains(status.message(), address);
 }
 
-std::vector<std::string> Ids(const v1::ListResponse& response) {
-  std::vector<std::string> ids;
-  for (const v1::Job& job : response.jobs()) ids.push_back(job.id());
-  return ids;
-}
-
 std::vector<v1::JobState> States(const std::vector<v1::Job>& jobs) {
   std::vector<v1::JobState> states;
   for (const v1::Job& job : jobs) states.push_back(job.state());

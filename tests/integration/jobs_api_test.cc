@@ -170,12 +170,6 @@ class JobsApiTest : public ServerTest {
   }
 };
 
-std::vector<std::string> Ids(const v1::ListResponse& response) {
-  std::vector<std::string> ids;
-  for (const v1::Job& job : response.jobs()) ids.push_back(job.id());
-  return ids;
-}
-
 // ------------------------------------------------------------ idempotency
 
 TEST_F(JobsApiTest, SubmitWithAKnownIdempotencyKeyReturnsTheSameJob) {

@@ -80,7 +80,8 @@ TEST_F(WorkerStreamTest, AHeartbeatNamingTooManyLeasesEndsTheStream) {
   worker->Heartbeat(tokens);
   grpc::Status end = worker->AwaitEnd();
   EXPECT_EQ(end.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(end.error_message(), HasSubstr("at most 100000 leases"));
+  EXPECT_THAT(end.error_message(),
+              HasSubstr(absl::StrCat("at most ", kMaxHeldLeases, " leases")));
 }
 
 TEST_F(WorkerStreamTest, JobRunsToSuccessWithProgressOverTheStream) {

@@ -11,7 +11,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,7 +19,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -32,11 +30,10 @@
 #include "proto/time_util.h"
 #include "server/convert.h"
 #include "server/validate.h"
-#include "spdlog/sinks/ostream_sink.h"
-#include "spdlog/spdlog.h"
 #include "storage/store.h"
 #include "tests/fake_clock.h"
 #include "tests/faulty_store.h"
+#include "tests/log_capture.h"
 #include "tests/poll.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
@@ -687,14 +684,10 @@ TEST_F(BrokerTest, StreamsPastMaxSessionsAreRefusedUntilOneCloses) {
 
 TEST_F(BrokerTest, BogusTokensAreRefusedCountedAndLoggedTenASecond) {
   Worker worker = Connect("w1", 0);
-  std::ostringstream log;
-  const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  LogCapture log;
   v1::Heartbeat heartbeat;
   for (int i = 0; i < 50; ++i) heartbeat.add_lease_tokens(absl::StrCat("b", i));
   broker_->Heartbeat(worker.session, FromProto(heartbeat));
-  spdlog::set_default_logger(previous);
 
   EXPECT_THAT(worker.sink->LeaseLosts(), SizeIs(50));
   int refused = 0;
@@ -702,25 +695,26 @@ TEST_F(BrokerTest, BogusTokensAreRefusedCountedAndLoggedTenASecond) {
     refused += absl::StartsWith(event, "refused w1: unknown lease") ? 1 : 0;
   }
   EXPECT_EQ(refused, 50);
-  const std::vector<std::string> lines =
-      absl::StrSplit(log.str(), '\n', absl::SkipEmpty());
-  EXPECT_THAT(lines, SizeIs(10)) << log.str();
+  const std::vector<std::string> lines = log.Lines();
+  ASSERT_THAT(lines, SizeIs(10)) << log.Text();
   EXPECT_THAT(lines[0], HasSubstr("lease refused worker_id=w1"));
+
+  // A second later the next refusal is logged and says what was dropped.
+  clock_.Advance(absl::Seconds(1));
+  broker_->Heartbeat(worker.session, FromProto(heartbeat));
+  ASSERT_THAT(log.Lines(), SizeIs(20)) << log.Text();
+  EXPECT_THAT(log.Lines()[10], HasSubstr("suppressed_before=40"));
 }
 
 TEST_F(BrokerTest, AHostnameWithANewlineCannotForgeALogLine) {
-  std::ostringstream log;
-  const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  LogCapture log;
   WorkerIdentity identity = Identity("w1");
   identity.hostname = "box\n[info] job succeeded job_id=999 \"forged\"";
   auto sink = std::make_shared<FakeWorkerSink>();
   EXPECT_THAT(broker_->OpenSession(identity, {}, 0, sink), IsOk());
   Settle();
-  spdlog::set_default_logger(previous);
 
-  const std::string text = log.str();
+  const std::string text = log.Text();
   EXPECT_THAT(text, HasSubstr("hostname=\"box\\n[info] job succeeded "
                               "job_id=999 \\\"forged\\\"\""));
   EXPECT_THAT(text, Not(HasSubstr("\n[info] job succeeded")));

@@ -1,17 +1,14 @@
 #include "server/protobuf_log.h"
 
 #include <memory>
-#include <sstream>
 #include <string>
 
-#include "absl/strings/str_split.h"
 #include "base/log_rate_limiter.h"
 #include "ferry/v1/job.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "spdlog/sinks/ostream_sink.h"
-#include "spdlog/spdlog.h"
 #include "tests/fake_clock.h"
+#include "tests/log_capture.h"
 
 namespace ferry::testing {
 namespace {
@@ -35,10 +32,7 @@ TEST(LogRateLimiter, LetsNPerSecondThroughAndCountsTheRest) {
 
 // Lines a run of `attempts` bad parses logs.
 std::vector<std::string> LogOfBadParses(int attempts) {
-  std::ostringstream log;
-  const std::shared_ptr<spdlog::logger> previous = spdlog::default_logger();
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
-      "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  LogCapture log;
   v1::JobSpec spec;
   spec.set_queue("q");
   std::string bytes = spec.SerializeAsString();
@@ -47,12 +41,12 @@ std::vector<std::string> LogOfBadParses(int attempts) {
     v1::JobSpec parsed;
     EXPECT_FALSE(parsed.ParseFromString(bytes));
   }
-  spdlog::set_default_logger(previous);
-  return absl::StrSplit(log.str(), '\n', absl::SkipEmpty());
+  return log.Lines();
 }
 
 TEST(RouteProtobufLogs, AFloodOfBadRequestsLogsTenLinesASecond) {
-  FakeClock clock;
+  // The handler stays installed after the test: its clock must outlive it.
+  static FakeClock& clock = *new FakeClock();
   RouteProtobufLogs(&clock);
   std::vector<std::string> lines = LogOfBadParses(1000);
   ASSERT_THAT(lines, SizeIs(10));
