@@ -13,7 +13,6 @@
 #include "server/workers_service.h"
 
 namespace ferry {
-namespace {}  // namespace
 
 WorkerStream::WorkerStream(Broker* broker, grpc::CallbackServerContext* ctx)
     : broker_(broker), peer_(ctx->peer()) {}
@@ -40,7 +39,9 @@ void WorkerStream::Kick() {
     spdlog::warn(
         "worker stream not reading, session ended peer={} queued_max={}", peer_,
         kMaxQueuedWorkerMessages);
-    End(absl::ResourceExhaustedError("the worker stopped reading"));
+    // (The stream's status is the queue's own RESOURCE_EXHAUSTED, set by
+    // the overflowing push; the first close wins.)
+    End(absl::OkStatus());
     return;
   }
   absl::Status finish;

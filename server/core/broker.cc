@@ -118,10 +118,7 @@ double Broker::Jitter() { return absl::Uniform<double>(bitgen_, 0.0, 1.0); }
 
 // -------------------------------------------------------------- dispatch
 
-Taker* Broker::FindTaker(uint64_t handle) {
-  if (StreamSession* session = sessions_.Find(handle)) return session;
-  return polls_.Find(handle);
-}
+Taker* Broker::FindTaker(uint64_t handle) { return dispatcher_.Find(handle); }
 
 std::string Broker::Grant(Taker& taker, const std::string& queue,
                           int64_t job_id) {
@@ -327,11 +324,17 @@ void Broker::Submit(std::vector<JobRecord> jobs,
               }
               continue;
             }
-            const JobRecord& job = (*results)[i].job;
+            JobRecord& job = (*results)[i].job;
             spdlog::debug("job submitted job_id={} queue={} kind={} state={}",
                           job.id, job.queue, job.kind, JobStateName(job.state));
             if (!tokens[i].empty()) {
-              OnGranted(tokens[i], job, kicks);
+              // The assignment takes the payload; the Submit response
+              // never sends it back, so it moves rather than copies.
+              std::string payload = std::move(job.payload);
+              job.payload.clear();
+              JobRecord leased = job;
+              leased.payload = std::move(payload);
+              OnGranted(tokens[i], std::move(leased), kicks);
             } else {
               Applied(job, kicks);
             }

@@ -58,6 +58,11 @@ void Dispatcher::Register(Taker* taker) {
 
 void Dispatcher::Unregister(uint64_t handle) { takers_.erase(handle); }
 
+Taker* Dispatcher::Find(uint64_t handle) const {
+  auto it = takers_.find(handle);
+  return it == takers_.end() ? nullptr : it->second;
+}
+
 void Dispatcher::MarkHungry(Taker& taker) {
   if (taker.credits <= 0) return;
   for (size_t i = 0; i < taker.identity.queues.size(); ++i) {

@@ -106,6 +106,8 @@ class Dispatcher {
   // `taker` must stay valid until Unregister(taker->handle).
   void Register(Taker* taker);
   void Unregister(uint64_t handle);
+  // The registered taker `handle` (a session or a long-poll), or nullptr.
+  Taker* Find(uint64_t handle) const;
   // Puts a taker that has credit in the line of each of its queues that it
   // is not in yet.
   void MarkHungry(Taker& taker);

@@ -27,8 +27,8 @@ class BrokerObserver {
 
   // A change of `job` was committed and is now in the broker's memory:
   // created, leased, ended (succeeded, failed, retry scheduled), cancelled,
-  // requeued by retry, put back, or its progress. `job` carries no payload
-  // or result.
+  // requeued by retry, put back, or its progress. `job` may carry its
+  // payload and result (a lease's read-back does): read, do not keep.
   virtual void JobChanged(const JobRecord& job) {}
   // Due SCHEDULED jobs became QUEUED.
   virtual void JobsPromoted(const std::vector<JobKey>& jobs) {}
