@@ -338,16 +338,15 @@ ParseHandlersFile(absl::string_view text) {
   for (const ConfigLine& config_line : ConfigLines(text)) {
     const int number = config_line.number;
     const absl::string_view line = config_line.text;
-    std::vector<std::string> words(config_line.words.begin(),
-                                   config_line.words.end());
+    const std::vector<absl::string_view>& words = config_line.words;
     if (words.size() < 2) {
       return absl::InvalidArgumentError(absl::StrCat(
           "handlers file line ", number,
           ": expected \"KIND COMMAND [ARGS...]\", got \"", line, "\""));
     }
-    std::string kind = words[0];
-    words.erase(words.begin());
-    if (!handlers.emplace(kind, std::move(words)).second) {
+    const std::string kind(words[0]);
+    std::vector<std::string> argv(words.begin() + 1, words.end());
+    if (!handlers.emplace(kind, std::move(argv)).second) {
       return absl::InvalidArgumentError(absl::StrCat("handlers file line ",
                                                      number, ": kind \"", kind,
                                                      "\" is mapped twice"));

@@ -304,9 +304,7 @@ class SqliteStoreImpl final : public SqliteStore {
         writer_(std::move(writer)),
         transactions_(writer_.get()),
         lock_fd_(lock_fd),
-        pipeline_(
-            &transactions_, options_.on_commit,
-            options_.clock != nullptr ? options_.clock : SystemClock::Get()) {
+        pipeline_(&transactions_, options_.on_commit, options_.clock) {
     if (check_in_background) {
       check_thread_ = std::thread([this] {
         absl::StatusOr<std::unique_ptr<Connection>> reader = OpenReader();

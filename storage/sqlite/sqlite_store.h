@@ -32,9 +32,9 @@ struct SqliteOptions {
   // Run `PRAGMA quick_check` at open and refuse a damaged file.
   bool check_integrity = true;
   // Hears of each committed transaction (may be empty), timed by `clock`
-  // (not owned; nullptr: the system clock).
+  // (not owned).
   CommitListener on_commit;
-  const Clock* clock = nullptr;
+  const Clock* clock = SystemClock::Get();
 };
 
 // The Store on one SQLite file, with what only SQLite has. Thread-safe.
