@@ -158,6 +158,9 @@ bool NoConnection(absl::string_view message) {
 
 struct Command;
 void PrintCommandUsage(const Command& command, std::ostream& out);
+// "ferry COMMAND: MESSAGE" and the command's usage on `err`; the exit code.
+int UsageError(const Command& command, absl::string_view message,
+               std::ostream& err);
 
 // What a command's run function works with: the broker, the streams, and
 // the ways a command ends (Fail, Usage, Outcome).
@@ -267,9 +270,7 @@ struct Command {
 };
 
 int Cli::Usage(absl::string_view message) {
-  err_ << "ferry " << command_.name << ": " << message << "\n";
-  PrintCommandUsage(command_, err_);
-  return kExitUsage;
+  return UsageError(command_, message, err_);
 }
 
 int Submit(Cli& cli, const ParsedArgs& p) {
@@ -692,6 +693,13 @@ void PrintUsage(std::ostream& out) {
          "            5 job failed or cancelled, 6 wait timed out.\n";
 }
 
+int UsageError(const Command& command, absl::string_view message,
+               std::ostream& err) {
+  err << "ferry " << command.name << ": " << message << "\n";
+  PrintCommandUsage(command, err);
+  return kExitUsage;
+}
+
 void PrintCommandUsage(const Command& command, std::ostream& out) {
   out << "Usage: ferry " << command.name << (command.arg[0] != '\0' ? " " : "")
       << command.arg << (command.flags.empty() ? "" : " [options]") << "\n"
@@ -731,11 +739,7 @@ int RunCommand(const Command& command, const std::vector<std::string>& args,
   } else if (command.arg[0] != '\0' && p.positional.size() != 1) {
     usage_error = absl::StrCat("expected one ", command.arg);
   }
-  if (!usage_error.empty()) {
-    err << "ferry " << command.name << ": " << usage_error << "\n";
-    PrintCommandUsage(command, err);
-    return kExitUsage;
-  }
+  if (!usage_error.empty()) return UsageError(command, usage_error, err);
   // After the command wins over before it.
   const auto global = [&](absl::string_view name) -> const ParsedArgs& {
     return p.Has(name) ? p : globals;
