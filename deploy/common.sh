@@ -10,6 +10,8 @@ FERRY_PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libsqlite3-dev libspdlog-dev libgtest-dev libgmock-dev
   libjemalloc-dev
+  # TLS and token hashes (libcrypto); openssl makes certificates.
+  libssl-dev openssl
   clang
   # The Python examples and the interop test (Debian's grpc_tools.protoc
   # imports pkg_resources but does not depend on it).
