@@ -11,6 +11,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -49,6 +50,12 @@ inline absl::string_view JobStateName(JobState state) {
       return "CANCELLED";
   }
   return "UNKNOWN";
+}
+
+// NOT_FOUND "job N not found": what every store answers for a job id it
+// does not hold, and what a caller is told of a job it may not see.
+inline absl::Status JobNotFoundError(int64_t id) {
+  return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
 }
 
 using Labels = std::map<std::string, std::string>;
@@ -129,6 +136,9 @@ struct JobKey {
 
 struct ListFilter {
   std::string queue;  // empty: any
+  // Queues matching one of these ('*' for any characters; names hold no
+  // other glob character); empty: any.
+  std::vector<std::string> queue_globs;
   std::optional<JobState> state;
   std::string kind;  // empty: any
   Labels labels;     // every one must match

@@ -223,10 +223,6 @@ absl::StatusOr<std::optional<JobRecord>> UpdateJob(Connection& db,
   return absl::InternalError(absl::StrCat("job ", id, " vanished"));
 }
 
-absl::Status NotFound(int64_t id) {
-  return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
-}
-
 // What a conditional update of a job requires of it besides existing, to
 // explain a miss: FAILED_PRECONDITION "<prefix>job N is STATE, <why>".
 struct Requirement {
@@ -246,7 +242,7 @@ absl::Status WrongState(Connection& db, int64_t id,
                          db.Prepare("SELECT state FROM jobs WHERE id = ?"));
   stmt.Bind(id);
   FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
-  if (!row) return NotFound(id);
+  if (!row) return JobNotFoundError(id);
   return absl::FailedPreconditionError(absl::StrCat(
       requirement.prefix, "job ", id, " is ",
       JobStateName(static_cast<JobState>(stmt.Int(0))), ", ", requirement.why));
@@ -438,7 +434,7 @@ class SqliteStoreImpl final : public SqliteStore {
                 db.Prepare("SELECT state, lease_token FROM jobs WHERE id = ?"));
             stmt.Bind(id);
             FERRY_ASSIGN_OR_RETURN(bool row, stmt.Step());
-            if (!row) return NotFound(id);
+            if (!row) return JobNotFoundError(id);
             result.previous_state = static_cast<JobState>(stmt.Int(0));
             result.previous_lease_token = stmt.Text(1);
           }
@@ -457,7 +453,7 @@ class SqliteStoreImpl final : public SqliteStore {
           FERRY_ASSIGN_OR_RETURN(
               std::optional<JobRecord> job,
               UpdateJob(db, stmt, id, /*with_payload=*/false));
-          if (!job) return NotFound(id);
+          if (!job) return JobNotFoundError(id);
           result.job = *std::move(job);
           return result;
         },
@@ -569,7 +565,7 @@ class SqliteStoreImpl final : public SqliteStore {
     return WithReader([&](Connection& db) -> absl::StatusOr<JobRecord> {
       FERRY_ASSIGN_OR_RETURN(std::optional<JobRecord> job,
                              ReadJobById(db, id, with_payload));
-      if (!job) return NotFound(id);
+      if (!job) return JobNotFoundError(id);
       return *std::move(job);
     });
   }
@@ -582,6 +578,10 @@ class SqliteStoreImpl final : public SqliteStore {
                                           : "SELECT " JOB_COLUMNS;
     absl::StrAppend(&sql, " FROM jobs WHERE 1");
     if (!filter.queue.empty()) absl::StrAppend(&sql, " AND queue = :queue");
+    for (size_t i = 0; i < filter.queue_globs.size(); ++i) {
+      absl::StrAppend(&sql, i == 0 ? " AND (" : " OR ", "queue GLOB :glob", i,
+                      i + 1 == filter.queue_globs.size() ? ")" : "");
+    }
     if (filter.state) absl::StrAppend(&sql, " AND state = :state");
     if (!filter.kind.empty()) absl::StrAppend(&sql, " AND kind = :kind");
     for (size_t i = 0; i < filter.labels.size(); ++i) {
@@ -607,6 +607,10 @@ class SqliteStoreImpl final : public SqliteStore {
             stmt.BindInt(index(":state"), static_cast<int>(*filter.state));
           }
           if (!filter.kind.empty()) stmt.BindText(index(":kind"), filter.kind);
+          for (size_t g = 0; g < filter.queue_globs.size(); ++g) {
+            const std::string name = absl::StrCat(":glob", g);
+            stmt.BindText(index(name.c_str()), filter.queue_globs[g]);
+          }
           size_t i = 0;
           for (const auto& [key, value] : filter.labels) {
             std::string name = absl::StrCat(":label", i++);

@@ -943,6 +943,27 @@ TEST_P(StoreContractTest, ListJobsFiltersByQueueStateAndKind) {
   EXPECT_THAT(ListIds(filter), IsOkAndHolds(IsEmpty()));
 }
 
+TEST_P(StoreContractTest, ListJobsKeepsToQueueGlobs) {
+  std::vector<int64_t> ids;
+  for (absl::string_view queue : {"emails", "emails.eu", "sms", "mail"}) {
+    FERRY_ASSERT_OK_AND_ASSIGN(CreateResult created,
+                               Create(*store_, MakeJob(queue, Now())));
+    ids.push_back(created.job.id);
+  }
+  ListFilter filter;
+  filter.queue_globs = {"emails*"};
+  EXPECT_THAT(ListIds(filter), IsOkAndHolds(ElementsAre(ids[1], ids[0])));
+  filter.queue_globs = {"emails*", "sms"};
+  EXPECT_THAT(ListIds(filter),
+              IsOkAndHolds(ElementsAre(ids[2], ids[1], ids[0])));
+  filter.queue_globs = {"*.eu"};
+  EXPECT_THAT(ListIds(filter), IsOkAndHolds(ElementsAre(ids[1])));
+  // With a queue too, both must hold.
+  filter.queue_globs = {"emails*"};
+  filter.queue = "sms";
+  EXPECT_THAT(ListIds(filter), IsOkAndHolds(IsEmpty()));
+}
+
 TEST_P(StoreContractTest, ListJobsMatchesEveryLabelExactly) {
   auto create = [&](Labels labels) -> absl::StatusOr<int64_t> {
     JobRecord job = MakeJob("q", Now());
