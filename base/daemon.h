@@ -56,16 +56,19 @@ inline absl::StatusOr<std::vector<std::string>> InitDaemon(
 // before any thread starts. Wait() may be called from any thread.
 class StopSignals {
  public:
-  StopSignals() {
+  // With `reload`, SIGHUP is taken too, and Wait() returns it: the
+  // daemon's "re-read your files".
+  explicit StopSignals(bool reload = false) {
     sigemptyset(&set_);
     sigaddset(&set_, SIGTERM);
     sigaddset(&set_, SIGINT);
+    if (reload) sigaddset(&set_, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set_, nullptr);
     signal(SIGPIPE, SIG_IGN);
   }
 
-  // Blocks until SIGTERM or SIGINT arrives; logs it ("received
-  // signal=Terminated") and returns its number.
+  // Blocks until SIGTERM or SIGINT (or SIGHUP, see above) arrives; logs it
+  // ("received signal=Terminated") and returns its number.
   int Wait() const {
     int number = 0;
     while (sigwait(&set_, &number) != 0) {

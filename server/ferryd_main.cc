@@ -26,6 +26,25 @@
 ABSL_FLAG(std::string, listen, ferry::kDefaultBrokerAddress,
           "Address to serve gRPC on, host:port. Port 0 picks a free port; "
           "the log line 'listening address=...' tells which.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain to serve TLS with (with --tls_key). The "
+          "files are re-read when they change (see --tls_refresh).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA file: clients must present a certificate it signed "
+          "(mutual TLS). Needs --tls_cert.");
+ABSL_FLAG(absl::Duration, tls_refresh, absl::Minutes(1),
+          "How often the TLS files are checked for changes; new connections "
+          "use the new ones, open connections are kept.");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "Token file: every call needs a token it lists, with the role for "
+          "the call (read, submit, work, admin) and, if the token has queue "
+          "scopes, a queue in them. Create tokens with 'ferry token create'. "
+          "Re-read on SIGHUP.");
+ABSL_FLAG(bool, allow_insecure, false,
+          "Serve a non-loopback --listen address without TLS and tokens. "
+          "Only on a network where everyone who can reach the port may run "
+          "and read every job.");
 ABSL_FLAG(std::string, db, "./data/ferry.db",
           "SQLite database file; created (with its directory) if missing.");
 ABSL_FLAG(std::string, log_level, "info",
@@ -124,6 +143,14 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
   }
+  if (options.tls.refresh < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--tls_refresh must be at least 1s");
+  }
+  if (!options.tls.client_ca.empty() && !options.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs --tls_cert and --tls_key: client "
+        "certificates are asked for in a TLS handshake");
+  }
   const std::string queue_config = absl::GetFlag(FLAGS_queue_config);
   if (!queue_config.empty()) {
     absl::StatusOr<std::string> text = ReadFileToString(queue_config);
@@ -146,7 +173,8 @@ constexpr char kUsage[] =
     "Ferry broker: a durable job queue served over gRPC.\n"
     "  ferryd [--listen=127.0.0.1:7070] [--db=./data/ferry.db] [flags]\n"
     "  ferryd --flagfile=/etc/ferry/ferryd.flags\n"
-    "Stops gracefully on SIGTERM or SIGINT. See docs/operations.md.";
+    "Stops gracefully on SIGTERM or SIGINT; re-reads --auth_tokens on "
+    "SIGHUP.\nSee docs/operations.md (Security: TLS and tokens).";
 
 int Usage(absl::string_view message) {
   std::fprintf(stderr, "ferryd: %s\n", std::string(message).c_str());
@@ -160,6 +188,12 @@ int Run(int argc, char** argv) {
 
   ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
+  options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.key = absl::GetFlag(FLAGS_tls_key);
+  options.tls.client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tls.refresh = absl::GetFlag(FLAGS_tls_refresh);
+  options.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  options.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
   SqliteOptions sqlite;
   sqlite.path = absl::GetFlag(FLAGS_db);
   sqlite.check_integrity = absl::GetFlag(FLAGS_integrity_check);
@@ -168,7 +202,7 @@ int Run(int argc, char** argv) {
   }
 
   // Before any thread starts: the signals are taken by Wait() below.
-  const StopSignals signals;
+  const StopSignals signals(/*reload=*/true);
 
   RouteProtobufLogs(SystemClock::Get());
   // What ferryd creates (the database's directory, the file, its WAL and
@@ -195,7 +229,13 @@ int Run(int argc, char** argv) {
   }
   spdlog::info("listening address={}", (*server)->address());
 
-  signals.Wait();
+  while (signals.Wait() == SIGHUP) {
+    if (options.auth_tokens.empty()) continue;
+    if (absl::Status s = (*server)->ReloadTokens(); !s.ok()) {
+      spdlog::error("tokens not reloaded, the old ones stay status=\"{}\"",
+                    s.message());
+    }
+  }
   (*server)->Shutdown();
   server->reset();
   store->reset();

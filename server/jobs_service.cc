@@ -265,10 +265,16 @@ absl::StatusOr<ListFilter> FilterFromRequest(const v1::ListRequest& request) {
 grpc::ServerUnaryReactor* JobsService::Submit(grpc::CallbackServerContext* ctx,
                                               const v1::SubmitRequest* request,
                                               v1::SubmitResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kSubmit, "Jobs.Submit");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<JobRecord> job = JobFromSpec(
       request->job(), broker_->options().PolicyFor(request->job().queue()),
       broker_->Now());
   if (!job.ok()) return Finish(ctx, job.status());
+  if (absl::Status s = caller->CheckQueue(job->queue); !s.ok()) {
+    return Finish(ctx, s);
+  }
   std::vector<JobRecord> jobs;
   jobs.push_back(*std::move(job));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -283,6 +289,9 @@ grpc::ServerUnaryReactor* JobsService::Submit(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* JobsService::SubmitBatch(
     grpc::CallbackServerContext* ctx, const v1::SubmitBatchRequest* request,
     v1::SubmitBatchResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kSubmit, "Jobs.SubmitBatch");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (request->jobs_size() == 0) {
     return Finish(ctx, absl::InvalidArgumentError(
                            absl::StrCat("jobs is empty: a batch holds 1 to ",
@@ -304,6 +313,11 @@ grpc::ServerUnaryReactor* JobsService::SubmitBatch(
       return Finish(ctx, absl::InvalidArgumentError(absl::StrCat(
                              "jobs[", i, "]: ", job.status().message())));
     }
+    if (absl::Status s =
+            caller->CheckQueue(job->queue, absl::StrCat("jobs[", i, "]"));
+        !s.ok()) {
+      return Finish(ctx, s);
+    }
     jobs.push_back(*std::move(job));
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -321,10 +335,13 @@ grpc::ServerUnaryReactor* JobsService::SubmitBatch(
 grpc::ServerUnaryReactor* JobsService::Get(grpc::CallbackServerContext* ctx,
                                            const v1::GetRequest* request,
                                            v1::GetResponse* response) {
+  absl::StatusOr<Caller> caller = access_->Check(*ctx, Role::kRead, "Jobs.Get");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<int64_t> id = JobToRead(request->job_id(), request->view());
   if (!id.ok()) return Finish(ctx, id.status());
   const bool with_payload = WantPayload(request->view(), v1::JOB_VIEW_FULL);
   absl::StatusOr<JobRecord> job = broker_->Get(*id, with_payload);
+  if (job.ok() && !caller->InScope(job->queue)) job = JobNotFoundError(*id);
   if (job.ok()) ToProto(*job, with_payload, response->mutable_job());
   return Finish(ctx, job.status());
 }
@@ -332,8 +349,16 @@ grpc::ServerUnaryReactor* JobsService::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* JobsService::List(grpc::CallbackServerContext* ctx,
                                             const v1::ListRequest* request,
                                             v1::ListResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kRead, "Jobs.List");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<ListFilter> filter = FilterFromRequest(*request);
   if (!filter.ok()) return Finish(ctx, filter.status());
+  // Another queue's jobs are not there for this caller: an empty page.
+  if (!filter->queue.empty() && !caller->InScope(filter->queue)) {
+    return Finish(ctx, absl::OkStatus());
+  }
+  filter->queue_globs = caller->queue_globs();
   const int page_size = filter->limit;
   filter->limit = page_size + 1;  // one more tells whether a page follows
   absl::StatusOr<std::vector<JobRecord>> jobs = broker_->List(*filter);
@@ -362,6 +387,13 @@ grpc::ServerUnaryReactor* JobsService::List(grpc::CallbackServerContext* ctx,
 grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
     grpc::CallbackServerContext* ctx, const v1::WatchRequest* request) {
   absl::StatusOr<int64_t> id = JobToRead(request->job_id(), request->view());
+  if (absl::StatusOr<Caller> caller =
+          access_->Check(*ctx, Role::kRead, "Jobs.Watch");
+      !caller.ok()) {
+    id = caller.status();
+  } else if (id.ok()) {
+    if (absl::Status s = CheckVisible(*caller, *id); !s.ok()) id = s;
+  }
   auto reactor = std::make_shared<WatchReactor>(
       broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC));
   WatchReactor* raw = reactor.get();
@@ -372,8 +404,14 @@ grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
 grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
                                             const v1::WaitRequest* request,
                                             v1::WaitResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kRead, "Jobs.Wait");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<int64_t> id = JobToRead(request->job_id(), request->view());
   if (!id.ok()) return Finish(ctx, id.status());
+  if (absl::Status s = CheckVisible(*caller, *id); !s.ok()) {
+    return Finish(ctx, s);
+  }
   absl::Duration timeout = kDefaultWait;
   if (request->has_timeout()) {
     if (absl::Status s = ValidateDuration("timeout", request->timeout());
@@ -405,12 +443,18 @@ grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* JobsService::Cancel(grpc::CallbackServerContext* ctx,
                                               const v1::CancelRequest* request,
                                               v1::CancelResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kSubmit, "Jobs.Cancel");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
   if (!id.ok()) return Finish(ctx, id.status());
   if (request->reason().size() > kMaxCancelReasonLength) {
     return Finish(
         ctx, absl::InvalidArgumentError(absl::StrCat(
                  "reason must be at most ", kMaxCancelReasonLength, " bytes")));
+  }
+  if (absl::Status s = CheckVisible(*caller, *id); !s.ok()) {
+    return Finish(ctx, s);
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   broker_->Cancel(
@@ -424,8 +468,14 @@ grpc::ServerUnaryReactor* JobsService::Cancel(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* JobsService::Retry(grpc::CallbackServerContext* ctx,
                                              const v1::RetryRequest* request,
                                              v1::RetryResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kSubmit, "Jobs.Retry");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<int64_t> id = ParseJobId(request->job_id());
   if (!id.ok()) return Finish(ctx, id.status());
+  if (absl::Status s = CheckVisible(*caller, *id); !s.ok()) {
+    return Finish(ctx, s);
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   broker_->Retry(
       *id, FinishWith<JobRecord>(reactor, [response](const JobRecord& job) {
@@ -437,6 +487,9 @@ grpc::ServerUnaryReactor* JobsService::Retry(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* JobsService::QueueStats(
     grpc::CallbackServerContext* ctx, const v1::QueueStatsRequest* request,
     v1::QueueStatsResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kRead, "Jobs.QueueStats");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (!request->queue().empty()) {
     if (absl::Status s = ValidateName("queue", request->queue()); !s.ok()) {
       return Finish(ctx, s);
@@ -446,6 +499,7 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
       broker_->QueueStats(request->queue());
   if (!stats.ok()) return Finish(ctx, stats.status());
   for (const QueueSnapshot& snapshot : *stats) {
+    if (!caller->InScope(snapshot.name)) continue;
     v1::QueueInfo* info = response->add_queues();
     info->set_name(snapshot.name);
     info->set_paused(snapshot.paused);
@@ -464,8 +518,14 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
 }
 
 grpc::ServerUnaryReactor* JobsService::SetPaused(
-    grpc::CallbackServerContext* ctx, const std::string& queue, bool paused) {
+    grpc::CallbackServerContext* ctx, const std::string& queue, bool paused,
+    absl::string_view method) {
+  absl::StatusOr<Caller> caller = access_->Check(*ctx, Role::kAdmin, method);
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (absl::Status s = ValidateName("queue", queue); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (absl::Status s = caller->CheckQueue(queue); !s.ok()) {
     return Finish(ctx, s);
   }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
@@ -476,19 +536,25 @@ grpc::ServerUnaryReactor* JobsService::SetPaused(
 grpc::ServerUnaryReactor* JobsService::PauseQueue(
     grpc::CallbackServerContext* ctx, const v1::PauseQueueRequest* request,
     v1::PauseQueueResponse* response) {
-  return SetPaused(ctx, request->queue(), true);
+  return SetPaused(ctx, request->queue(), true, "Jobs.PauseQueue");
 }
 
 grpc::ServerUnaryReactor* JobsService::ResumeQueue(
     grpc::CallbackServerContext* ctx, const v1::ResumeQueueRequest* request,
     v1::ResumeQueueResponse* response) {
-  return SetPaused(ctx, request->queue(), false);
+  return SetPaused(ctx, request->queue(), false, "Jobs.ResumeQueue");
 }
 
 grpc::ServerUnaryReactor* JobsService::PurgeQueue(
     grpc::CallbackServerContext* ctx, const v1::PurgeQueueRequest* request,
     v1::PurgeQueueResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kAdmin, "Jobs.PurgeQueue");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (absl::Status s = ValidateName("queue", request->queue()); !s.ok()) {
+    return Finish(ctx, s);
+  }
+  if (absl::Status s = caller->CheckQueue(request->queue()); !s.ok()) {
     return Finish(ctx, s);
   }
   if (absl::Status s = ValidateState(request->state()); !s.ok()) {
@@ -508,6 +574,14 @@ grpc::ServerUnaryReactor* JobsService::PurgeQueue(
                    response->set_purged(static_cast<uint64_t>(purged));
                  }));
   return reactor;
+}
+
+absl::Status JobsService::CheckVisible(const Caller& caller, int64_t id) {
+  if (!caller.Scoped()) return absl::OkStatus();
+  absl::StatusOr<JobRecord> job = broker_->Get(id, /*with_payload=*/false);
+  if (!job.ok()) return job.status();
+  if (!caller.InScope(job->queue)) return JobNotFoundError(id);
+  return absl::OkStatus();
 }
 
 namespace {
@@ -548,6 +622,9 @@ struct WorkerCursor {
 grpc::ServerUnaryReactor* JobsService::ListWorkers(
     grpc::CallbackServerContext* ctx, const v1::ListWorkersRequest* request,
     v1::ListWorkersResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kRead, "Jobs.ListWorkers");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<WorkerCursor> cursor =
       WorkerCursor::Parse(request->page_token());
   if (!cursor.ok()) return Finish(ctx, cursor.status());
@@ -557,8 +634,16 @@ grpc::ServerUnaryReactor* JobsService::ListWorkers(
   const std::vector<WorkerSnapshot> workers = broker_->ListWorkers();
   size_t bytes = 0;
   const WorkerSnapshot* last = nullptr;
+  // A caller limited to some queues sees the workers serving one of them.
+  const auto visible = [&caller](const WorkerSnapshot& worker) {
+    if (!caller->Scoped()) return true;
+    for (const std::string& queue : worker.identity.queues) {
+      if (caller->InScope(queue)) return true;
+    }
+    return false;
+  };
   for (const WorkerSnapshot& worker : workers) {
-    if (!cursor->Before(worker)) continue;
+    if (!cursor->Before(worker) || !visible(worker)) continue;
     if (static_cast<uint32_t>(response->workers_size()) == page_size ||
         (bytes > kMaxPageBytes && last != nullptr)) {
       // More follow: the next page starts after the last one shown.

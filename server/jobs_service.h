@@ -2,6 +2,7 @@
 #define FERRY_SERVER_JOBS_SERVICE_H_
 
 #include "ferry/v1/jobs.grpc.pb.h"
+#include "server/access.h"
 #include "server/core/broker.h"
 
 namespace ferry {
@@ -10,8 +11,9 @@ namespace ferry {
 // validates, calls the core and finishes; docs/protocol.md lists the codes.
 class JobsService final : public v1::Jobs::CallbackService {
  public:
-  // `broker` is not owned and must outlive the service.
-  explicit JobsService(Broker* broker) : broker_(broker) {}
+  // `broker` and `access` are not owned and must outlive the service.
+  JobsService(Broker* broker, Access* access)
+      : broker_(broker), access_(access) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -55,9 +57,14 @@ class JobsService final : public v1::Jobs::CallbackService {
 
  private:
   grpc::ServerUnaryReactor* SetPaused(grpc::CallbackServerContext* ctx,
-                                      const std::string& queue, bool paused);
+                                      const std::string& queue, bool paused,
+                                      absl::string_view method);
+  // For a caller limited to some queues, job `id` must be in one of them:
+  // NOT_FOUND, as for a job that does not exist, if it is not.
+  absl::Status CheckVisible(const Caller& caller, int64_t id);
 
   Broker* const broker_;
+  Access* const access_;
 };
 
 }  // namespace ferry

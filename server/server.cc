@@ -4,12 +4,18 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "auth/certificates.h"
 #include "base/log_format.h"
 #include "base/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/server_builder.h"
+#include "server/access.h"
 #include "server/jobs_service.h"
 #include "server/workers_service.h"
 
@@ -23,6 +29,85 @@ int MaxMessageBytes(int64_t max_payload_bytes) {
   return static_cast<int>(std::min<int64_t>(bytes, INT32_MAX));
 }
 
+// Drops the reflection service from one server (the plugin is registered
+// for every server a process builds).
+class NoReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments* args) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
+    plugins->erase(
+        std::remove_if(plugins->begin(), plugins->end(),
+                       [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                         return p->name() == "proto_server_reflection";
+                       }),
+        plugins->end());
+  }
+};
+
+// Whether clients on other machines can reach `listen` (host:port).
+bool IsLoopback(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:")) return true;
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host == "localhost" || absl::StartsWith(host, "127.") ||
+         host == "[::1]" || host == "::1";
+}
+
+// Plaintext, or TLS with the certificate files watched for changes. The
+// files are checked here first: gRPC would accept bad ones and fail every
+// handshake with a message that does not say which file is wrong.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const TlsOptions& tls, absl::Time now) {
+  if (!tls.enabled()) return grpc::InsecureServerCredentials();
+  if (tls.cert.empty() || tls.key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together: the certificate chain and "
+        "its private key");
+  }
+  absl::StatusOr<CertificateInfo> info =
+      CheckCertificateAndKey(tls.cert, tls.key, now);
+  if (!info.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert/--tls_key: ", info.status().message()));
+  }
+  const absl::Duration left = info->not_after - now;
+  if (left < absl::Hours(24 * 14)) {
+    spdlog::warn("TLS certificate expires soon subject={} not_after={}",
+                 LogValue(info->subject),
+                 absl::FormatTime(info->not_after, absl::UTCTimeZone()));
+  }
+  const unsigned refresh_s = static_cast<unsigned>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(tls.refresh)));
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
+  if (tls.client_ca.empty()) {
+    provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            tls.key, tls.cert, refresh_s);
+  } else {
+    if (absl::Status s = CheckCaFile(tls.client_ca); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls_client_ca: ", s.message()));
+    }
+    provider =
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            tls.key, tls.cert, tls.client_ca, refresh_s);
+  }
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (tls.client_ca.empty()) {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    options.watch_root_certs();
+    options.set_cert_request_type(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  spdlog::info("TLS on subject={} not_after={} client_certificates={}",
+               LogValue(info->subject),
+               absl::FormatTime(info->not_after, absl::UTCTimeZone()),
+               tls.client_ca.empty() ? "not asked" : "required");
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
 }  // namespace
 
 FerryServer::FerryServer(const Clock* clock, Store* store,
@@ -34,20 +119,54 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   std::unique_ptr<FerryServer> server(
       new FerryServer(clock, store, std::move(options)));
   const ServerOptions& opts = server->options_;
+  if (!IsLoopback(opts.listen) && !opts.allow_insecure &&
+      (!opts.tls.enabled() || opts.auth_tokens.empty())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to serve ", opts.listen, " without ",
+        opts.tls.enabled() ? "" : "TLS (--tls_cert, --tls_key)",
+        !opts.tls.enabled() && opts.auth_tokens.empty() ? " and " : "",
+        opts.auth_tokens.empty() ? "tokens (--auth_tokens)" : "",
+        ": anyone who reaches the port could read every payload and run "
+        "every command. Set them up (docs/operations.md, Security), listen "
+        "on 127.0.0.1, or pass --allow_insecure on a trusted network"));
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      Credentials(opts.tls, clock->Now());
+  if (!credentials.ok()) return credentials.status();
+  if (opts.auth_tokens.empty()) {
+    server->access_ = std::make_unique<Access>();
+  } else {
+    absl::StatusOr<std::unique_ptr<Access>> access =
+        Access::FromFile(opts.auth_tokens, clock);
+    if (!access.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--auth_tokens: ", access.status().message()));
+    }
+    server->access_ = *std::move(access);
+    spdlog::info("authentication on tokens={} file={}", server->access_->size(),
+                 opts.auth_tokens);
+  }
   server->broker_ = std::make_unique<Broker>(store, clock, opts.broker);
   const absl::Status loaded = server->broker_->Start();
   // The store's integrity check may have run beside the loading above; a
   // damaged file explains a failed load better than the query that hit it.
   FERRY_RETURN_IF_ERROR(store->AwaitStartupCheck());
   FERRY_RETURN_IF_ERROR(loaded);
-  server->jobs_ = std::make_unique<JobsService>(server->broker_.get());
-  server->workers_ = std::make_unique<WorkersService>(server->broker_.get());
+  server->jobs_ = std::make_unique<JobsService>(server->broker_.get(),
+                                                server->access_.get());
+  server->workers_ = std::make_unique<WorkersService>(server->broker_.get(),
+                                                      server->access_.get());
 
+  // Health answers without a token (load balancers and probes have none).
   grpc::EnableDefaultHealthCheckService(true);
+  // Reflection cannot check tokens: with them it is off, and tools use the
+  // .proto files instead.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  if (server->access_->enabled()) {
+    builder.SetOption(std::make_unique<NoReflection>());
+  }
+  builder.AddListeningPort(opts.listen, *credentials, &server->port_);
   // gRPC binds with SO_REUSEPORT by default, so a second ferryd on the
   // same address would start beside the first and split its clients
   // between two databases. Off: the second one fails to bind.
@@ -81,6 +200,16 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
 }
 
 FerryServer::~FerryServer() { Shutdown(); }
+
+absl::Status FerryServer::ReloadTokens() {
+  if (!access_->enabled()) {
+    return absl::FailedPreconditionError("no --auth_tokens file to reload");
+  }
+  FERRY_RETURN_IF_ERROR(access_->Reload());
+  spdlog::info("tokens reloaded tokens={} file={}", access_->size(),
+               access_->path());
+  return absl::OkStatus();
+}
 
 void FerryServer::TickerLoop() {
   while (true) {

@@ -17,12 +17,33 @@
 
 namespace ferry {
 
+class Access;
 class JobsService;
 class WorkersService;
+
+// TLS for the listening port. Off when cert and key are empty.
+struct TlsOptions {
+  std::string cert;  // PEM certificate chain file
+  std::string key;   // PEM private key file
+  // PEM CA file: clients must present a certificate it signed (mTLS).
+  std::string client_ca;
+  // How often the files are checked for changes; a changed pair is used
+  // for new connections, open ones are kept.
+  absl::Duration refresh = absl::Minutes(1);
+
+  bool enabled() const { return !cert.empty() || !key.empty(); }
+};
 
 struct ServerOptions {
   // host:port; port 0 lets the kernel pick (see FerryServer::port()).
   std::string listen = kDefaultBrokerAddress;
+  TlsOptions tls;
+  // The token file (see auth/tokens.h); empty: no authentication, every
+  // call may do everything.
+  std::string auth_tokens;
+  // Serve a non-loopback address without TLS and tokens (a trusted
+  // network); otherwise Start refuses to.
+  bool allow_insecure = false;
   BrokerOptions broker;
   // How often the ticker runs the broker's time-driven work at the most
   // idle; it also wakes for the next known deadline. Zero: no ticker thread
@@ -52,6 +73,11 @@ class FerryServer {
   const std::string& address() const { return address_; }
   Broker* broker() { return broker_.get(); }
 
+  // Re-reads the token file (SIGHUP): removed tokens stop working for new
+  // calls. On error the tokens in use stay. FAILED_PRECONDITION without a
+  // token file.
+  absl::Status ReloadTokens();
+
   // Graceful stop: workers are told to drain, new calls are refused, calls
   // in flight get up to shutdown_grace, pending writes are committed.
   void Shutdown();
@@ -64,6 +90,7 @@ class FerryServer {
   Store* const store_;
   const ServerOptions options_;
   std::unique_ptr<Broker> broker_;
+  std::unique_ptr<Access> access_;
   std::unique_ptr<JobsService> jobs_;
   std::unique_ptr<WorkersService> workers_;
   std::unique_ptr<grpc::Server> server_;

@@ -17,8 +17,14 @@ namespace ferry {
 WorkerStream::WorkerStream(Broker* broker, grpc::CallbackServerContext* ctx)
     : broker_(broker), peer_(ctx->peer()) {}
 
-void WorkerStream::Start(std::shared_ptr<WorkerStream> self) {
+void WorkerStream::Start(std::shared_ptr<WorkerStream> self,
+                         absl::StatusOr<Caller> caller) {
   self_ = std::move(self);
+  if (!caller.ok()) {
+    End(caller.status());
+    return;
+  }
+  caller_ = *std::move(caller);
   StartRead(&in_);
 }
 
@@ -180,6 +186,9 @@ absl::Status WorkerStream::Hello(const v1::Hello& hello) {
   WorkerIdentity identity;
   FERRY_ASSIGN_OR_RETURN(identity.queues,
                          ValidateWorkerQueues("Hello.queues", hello.queues()));
+  for (const std::string& queue : identity.queues) {
+    FERRY_RETURN_IF_ERROR(caller_.CheckQueue(queue, "Hello.queues"));
+  }
   FERRY_RETURN_IF_ERROR(ValidateLabels("worker label", hello.labels()));
   if (hello.held_leases_size() > kMaxHeldLeases) {
     return absl::InvalidArgumentError("too many held_leases");

@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/workers.grpc.pb.h"
 #include "proto/protocol_limits.h"
+#include "server/access.h"
 #include "server/core/broker.h"
 #include "server/write_queue.h"
 
@@ -25,8 +26,10 @@ class WorkerStream final
   // `broker` is not owned and must outlive the stream.
   WorkerStream(Broker* broker, grpc::CallbackServerContext* ctx);
 
-  // Starts reading. `self` keeps the stream alive until OnDone.
-  void Start(std::shared_ptr<WorkerStream> self);
+  // Starts reading, for `caller` (the opening call's token), or ends the
+  // stream at once with the caller's error. `self` keeps the stream alive
+  // until OnDone.
+  void Start(std::shared_ptr<WorkerStream> self, absl::StatusOr<Caller> caller);
 
   // WorkerSink: events become wire messages here, in the order pushed.
   void Push(WorkerEvent event) override;
@@ -51,6 +54,7 @@ class WorkerStream final
 
   Broker* const broker_;
   const std::string peer_;
+  Caller caller_;                       // set before the first read
   std::shared_ptr<WorkerStream> self_;  // until OnDone
   v1::WorkerMessage in_;                // owned by the read in flight
   v1::ServerMessage out_;               // owned by the write in flight

@@ -89,17 +89,30 @@ absl::StatusOr<Outcome> OutcomeFromResult(const v1::Result& result,
   }
 }
 
+absl::Status WorkersService::CheckLease(const Caller& caller,
+                                        const std::string& token) {
+  if (!caller.Scoped()) return absl::OkStatus();
+  const std::optional<std::string> queue = broker_->LeaseQueue(token);
+  if (!queue.has_value()) return absl::OkStatus();
+  return caller.CheckQueue(*queue, "lease_token");
+}
+
 grpc::ServerBidiReactor<v1::WorkerMessage, v1::ServerMessage>*
 WorkersService::Connect(grpc::CallbackServerContext* ctx) {
   auto stream = std::make_shared<WorkerStream>(broker_, ctx);
   WorkerStream* raw = stream.get();
-  raw->Start(std::move(stream));
+  // The opening call's token stands for every message on the stream.
+  raw->Start(std::move(stream),
+             access_->Check(*ctx, Role::kWork, "Workers.Connect"));
   return raw;
 }
 
 grpc::ServerUnaryReactor* WorkersService::Lease(
     grpc::CallbackServerContext* ctx, const v1::LeaseRequest* request,
     v1::LeaseResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kWork, "Workers.Lease");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (absl::Status s = ValidateName("worker_id", request->worker_id());
       !s.ok()) {
     return Finish(ctx, s);
@@ -107,6 +120,11 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
   absl::StatusOr<std::vector<std::string>> queues =
       ValidateWorkerQueues("queues", request->queues());
   if (!queues.ok()) return Finish(ctx, queues.status());
+  for (const std::string& queue : *queues) {
+    if (absl::Status s = caller->CheckQueue(queue, "queues"); !s.ok()) {
+      return Finish(ctx, s);
+    }
+  }
   WorkerIdentity identity;
   identity.worker_id = request->worker_id();
   identity.peer = ctx->peer();
@@ -141,8 +159,14 @@ grpc::ServerUnaryReactor* WorkersService::Lease(
 grpc::ServerUnaryReactor* WorkersService::Heartbeat(
     grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* request,
     v1::HeartbeatResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kWork, "Workers.Heartbeat");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   if (request->lease_token().empty()) {
     return Finish(ctx, absl::InvalidArgumentError("lease_token is required"));
+  }
+  if (absl::Status s = CheckLease(*caller, request->lease_token()); !s.ok()) {
+    return Finish(ctx, s);
   }
   std::optional<Progress> progress;
   if (request->has_progress()) {
@@ -164,9 +188,16 @@ grpc::ServerUnaryReactor* WorkersService::Heartbeat(
 grpc::ServerUnaryReactor* WorkersService::Complete(
     grpc::CallbackServerContext* ctx, const v1::CompleteRequest* request,
     v1::CompleteResponse* response) {
+  absl::StatusOr<Caller> caller =
+      access_->Check(*ctx, Role::kWork, "Workers.Complete");
+  if (!caller.ok()) return Finish(ctx, caller.status());
   absl::StatusOr<Outcome> outcome = OutcomeFromResult(
       request->result(), broker_->options().policy.max_payload_bytes);
   if (!outcome.ok()) return Finish(ctx, outcome.status());
+  if (absl::Status s = CheckLease(*caller, request->result().lease_token());
+      !s.ok()) {
+    return Finish(ctx, s);
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   broker_->CompleteLease(
       request->result().lease_token(), *std::move(outcome),

@@ -2,6 +2,7 @@
 #define FERRY_SERVER_WORKERS_SERVICE_H_
 
 #include "ferry/v1/workers.grpc.pb.h"
+#include "server/access.h"
 #include "server/core/broker.h"
 
 namespace ferry {
@@ -11,8 +12,9 @@ namespace ferry {
 // and Complete for clients that do not want a stream.
 class WorkersService final : public v1::Workers::CallbackService {
  public:
-  // `broker` is not owned and must outlive the service.
-  explicit WorkersService(Broker* broker) : broker_(broker) {}
+  // `broker` and `access` are not owned and must outlive the service.
+  WorkersService(Broker* broker, Access* access)
+      : broker_(broker), access_(access) {}
 
   grpc::ServerBidiReactor<v1::WorkerMessage, v1::ServerMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
@@ -27,7 +29,13 @@ class WorkersService final : public v1::Workers::CallbackService {
                                      v1::CompleteResponse* response) override;
 
  private:
+  // For a caller limited to some queues, the job leased under `token` must
+  // be in one of them (PERMISSION_DENIED if not). An unknown lease passes:
+  // the broker answers for it.
+  absl::Status CheckLease(const Caller& caller, const std::string& token);
+
   Broker* const broker_;
+  Access* const access_;
 };
 
 // Checks a Result (stream or unary) and turns it into an Outcome. An output

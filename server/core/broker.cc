@@ -914,6 +914,13 @@ std::vector<WorkerSnapshot> Broker::ListWorkers() {
   return sessions_.Snapshot();
 }
 
+std::optional<std::string> Broker::LeaseQueue(const std::string& token) {
+  absl::MutexLock lock(&mu_);
+  const LeaseState* lease = leases_.Find(token);
+  if (lease == nullptr) return std::nullopt;
+  return lease->queue;
+}
+
 // ----------------------------------------------------------- unary API
 
 uint64_t Broker::Lease(WorkerIdentity identity, int64_t max_jobs,

@@ -180,6 +180,8 @@ class Broker {
                      ResultCallback<JobState> done);
 
   std::vector<WorkerSnapshot> ListWorkers();
+  // The queue of the job leased under `token`, while the lease lasts.
+  std::optional<std::string> LeaseQueue(const std::string& token);
 
   // ---- lifecycle ----
 
