@@ -105,8 +105,9 @@ absl::Status Access::Refuse(absl::Status status,
                             absl::string_view method) {
   int64_t suppressed = 0;
   if (refusals_log_->Allow(&suppressed)) {
-    spdlog::warn("call refused method={} peer={} code={} reason={}{}", method,
-                 LogValue(ctx.peer()), absl::StatusCodeToString(status.code()),
+    spdlog::warn("call refused method={} peer={} code={} reason=\"{}\"{}",
+                 method, LogValue(ctx.peer()),
+                 absl::StatusCodeToString(status.code()),
                  LogValue(status.message()),
                  suppressed > 0 ? absl::StrCat(" suppressed=", suppressed)
                                 : std::string());

@@ -123,6 +123,7 @@ class ServerTest : public ::testing::Test {
   // A worker on the current channel. It sends its Hello at once (unless
   // options.send_hello is false).
   std::unique_ptr<TestWorker> Connect(TestWorkerOptions options) {
+    if (options.token.empty()) options.token = token_;
     return std::make_unique<TestWorker>(channel_, std::move(options));
   }
   std::unique_ptr<TestWorker> Connect(absl::string_view worker_id,
@@ -137,15 +138,29 @@ class ServerTest : public ::testing::Test {
 
   // ---- RPCs ----
 
-  // Calls `method` on `stub` with a kRpcTimeout deadline.
+  // Calls `method` on `stub` with a kRpcTimeout deadline, and the
+  // fixture's token (token_) if it has one.
   template <typename Stub, typename Request, typename Response>
   absl::StatusOr<Response> Call(
       Stub& stub,
       grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                    Response*),
       const Request& request) {
+    return CallAs(token_, stub, method, request);
+  }
+
+  // As Call, with `token` ("authorization: Bearer <token>"; none if empty).
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> CallAs(
+      absl::string_view token, Stub& stub,
+      grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                   Response*),
+      const Request& request) {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    if (!token.empty()) {
+      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    }
     Response response;
     grpc::Status status = (stub.*method)(&ctx, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
@@ -262,6 +277,8 @@ class ServerTest : public ::testing::Test {
   }
 
   ServerOptions options_;
+  // The token the helpers' calls and workers carry; none if empty.
+  std::string token_;
 
  private:
   void StartServer() {

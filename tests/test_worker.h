@@ -59,6 +59,8 @@ struct TestWorkerOptions {
   // Hello.accepts_batches: the broker may then bundle messages into a
   // ServerMessage.batch, which the inbox files as one message.
   bool accepts_batches = false;
+  // Sent as "authorization: Bearer <token>" when not empty.
+  std::string token;
 };
 
 class TestWorker {
@@ -69,6 +71,9 @@ class TestWorker {
       : options_(std::move(options)), stub_(v1::Workers::NewStub(channel)) {
     ctx_.set_deadline(
         absl::ToChronoTime(absl::Now() + options_.stream_timeout));
+    if (!options_.token.empty()) {
+      ctx_.AddMetadata("authorization", "Bearer " + options_.token);
+    }
     stream_ = stub_->Connect(&ctx_);
     reader_ = std::thread([this] { ReadLoop(); });
     if (options_.send_hello) {
