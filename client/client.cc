@@ -4,8 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
+#include "base/status_macros.h"
 #include "proto/grpc_status.h"
 #include "proto/time_util.h"
 
@@ -42,8 +41,14 @@ Client::Client(ClientOptions options)
     // As the worker SDK: a job's payload or result may be larger than
     // gRPC's default 4 MiB receive limit (ferryd --max_payload_bytes).
     args.SetMaxReceiveMessageSize(-1);
-    channel = grpc::CreateCustomChannel(
-        broker_, grpc::InsecureChannelCredentials(), args);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> opened =
+        OpenChannel(broker_, options.connect, args);
+    if (!opened.ok()) {
+      // Every call returns this; the stub is never used.
+      setup_ = opened.status();
+      return;
+    }
+    channel = *std::move(opened);
   }
   stub_ = v1::Jobs::NewStub(channel);
 }
@@ -69,6 +74,7 @@ absl::StatusOr<SubmitResult> Client::Submit(const SubmitOptions& options) {
   v1::SubmitRequest request;
   *request.mutable_job() = options.ToSpec();
   v1::SubmitResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->Submit(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return SubmitResult{std::move(*response.mutable_job()), response.created()};
@@ -79,6 +85,7 @@ absl::StatusOr<std::vector<SubmitResult>> Client::SubmitBatch(
   v1::SubmitBatchRequest request;
   for (const SubmitOptions& job : jobs) *request.add_jobs() = job.ToSpec();
   v1::SubmitBatchResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->SubmitBatch(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   std::vector<SubmitResult> results;
@@ -95,6 +102,7 @@ absl::StatusOr<v1::Job> Client::Get(absl::string_view job_id,
   request.set_job_id(std::string(job_id));
   request.set_view(view);
   v1::GetResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->Get(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return std::move(*response.mutable_job());
@@ -102,6 +110,7 @@ absl::StatusOr<v1::Job> Client::Get(absl::string_view job_id,
 
 absl::StatusOr<v1::ListResponse> Client::List(const v1::ListRequest& request) {
   v1::ListResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->List(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return response;
@@ -117,6 +126,7 @@ absl::Status Client::Watch(absl::string_view job_id,
   }
   v1::WatchRequest request;
   request.set_job_id(std::string(job_id));
+  FERRY_RETURN_IF_ERROR(setup_);
   std::unique_ptr<grpc::ClientReader<v1::WatchResponse>> reader =
       stub_->Watch(&ctx, request);
   v1::WatchResponse update;
@@ -138,6 +148,7 @@ absl::StatusOr<v1::WaitResponse> Client::Wait(absl::string_view job_id,
   request.set_job_id(std::string(job_id));
   ToProto(timeout, request.mutable_timeout());
   v1::WaitResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->Wait(Context(timeout).get(), request, &response);
   if (!status.ok()) return Error(status);
   return response;
@@ -149,6 +160,7 @@ absl::StatusOr<v1::Job> Client::Cancel(absl::string_view job_id,
   request.set_job_id(std::string(job_id));
   request.set_reason(std::string(reason));
   v1::CancelResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->Cancel(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return std::move(*response.mutable_job());
@@ -158,6 +170,7 @@ absl::StatusOr<v1::Job> Client::Retry(absl::string_view job_id) {
   v1::RetryRequest request;
   request.set_job_id(std::string(job_id));
   v1::RetryResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->Retry(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return std::move(*response.mutable_job());
@@ -168,6 +181,7 @@ absl::StatusOr<std::vector<v1::QueueInfo>> Client::QueueStats(
   v1::QueueStatsRequest request;
   request.set_queue(std::string(queue));
   v1::QueueStatsResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->QueueStats(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return std::vector<v1::QueueInfo>(response.queues().begin(),
@@ -178,6 +192,7 @@ absl::Status Client::PauseQueue(absl::string_view queue) {
   v1::PauseQueueRequest request;
   request.set_queue(std::string(queue));
   v1::PauseQueueResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->PauseQueue(Context().get(), request, &response);
   return status.ok() ? absl::OkStatus() : Error(status);
 }
@@ -186,6 +201,7 @@ absl::Status Client::ResumeQueue(absl::string_view queue) {
   v1::ResumeQueueRequest request;
   request.set_queue(std::string(queue));
   v1::ResumeQueueResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->ResumeQueue(Context().get(), request, &response);
   return status.ok() ? absl::OkStatus() : Error(status);
 }
@@ -196,12 +212,14 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(absl::string_view queue,
   request.set_queue(std::string(queue));
   request.set_state(state);
   v1::PurgeQueueResponse response;
+  FERRY_RETURN_IF_ERROR(setup_);
   grpc::Status status = stub_->PurgeQueue(Context().get(), request, &response);
   if (!status.ok()) return Error(status);
   return response.purged();
 }
 
 absl::StatusOr<std::vector<v1::WorkerInfo>> Client::ListWorkers() {
+  FERRY_RETURN_IF_ERROR(setup_);
   std::vector<v1::WorkerInfo> workers;
   v1::ListWorkersRequest request;
   // Page after page (each at most 4 MiB); bounded, as the broker caps

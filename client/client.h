@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "base/broker_address.h"
+#include "client/connect.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "grpcpp/channel.h"
 
@@ -50,7 +51,13 @@ struct ClientOptions {
   std::string broker = kDefaultBrokerAddress;
   // Deadline of every call (Wait adds its own timeout to it).
   absl::Duration timeout = absl::Seconds(10);
-  // Use this channel instead of dialing `broker` (tests, shared channels).
+  // TLS and the access token (client/connect.h). If they are wrong (a file
+  // that cannot be read, a certificate that expired), every call returns
+  // INVALID_ARGUMENT saying so; check them first with CheckConnectOptions
+  // to fail earlier.
+  ConnectOptions connect;
+  // Use this channel instead of dialing `broker` (tests, shared channels);
+  // `connect` is then not used.
   std::shared_ptr<grpc::Channel> channel;
 };
 
@@ -106,6 +113,8 @@ class Client {
 
   const std::string broker_;
   const absl::Duration timeout_;
+  absl::Status setup_;  // why the channel could not be made; every call's
+                        // error then
   std::unique_ptr<v1::Jobs::Stub> stub_;
 };
 

@@ -9,3 +9,8 @@ ferry_test(integration/cli_test.cc ferry_cli ferry_server ferry_storage)
 # The ferry binary end to end: a real ferryd (one per suite) and ferry-worker.
 ferry_test(e2e/ferry_cli_test.cc ferry_e2e_support ferry_proto)
 ferry_e2e_binaries(ferry_cli_test)
+
+# The SDKs' TLS and tokens (ClientOptions::connect, WorkerOptions::connect)
+# against a fake broker that checks them.
+ferry_test(integration/connect_sdk_test.cc ferry_client ferry_worker
+           ferry_tls_testing)

@@ -14,8 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "base/backoff.h"
 #include "base/log_format.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
+#include "base/status_macros.h"
 #include "proto/batch.h"
 #include "proto/grpc_status.h"
 #include "proto/names.h"
@@ -330,8 +329,13 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
     // would break the stream on every attempt. The broker's own send limit
     // governs instead.
     args.SetMaxReceiveMessageSize(-1);
-    channel_ = grpc::CreateCustomChannel(
-        options_.broker, grpc::InsecureChannelCredentials(), args);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> opened =
+        OpenChannel(options_.broker, options_.connect, args);
+    if (!opened.ok()) {
+      setup_ = opened.status();  // Run() returns it
+      return;
+    }
+    channel_ = *std::move(opened);
   }
   stub_ = v1::Workers::NewStub(channel_);
 }
@@ -387,6 +391,7 @@ void Worker::StopAll(StopReason reason) {
 }
 
 absl::Status Worker::Run() {
+  FERRY_RETURN_IF_ERROR(setup_);
   if (options_.queues.empty()) {
     return absl::InvalidArgumentError("a worker needs at least one queue");
   }
@@ -440,6 +445,17 @@ absl::Status Worker::Run() {
       StopAll(StopReason::kShutdown);
       result = status;
       break;
+    }
+    if (absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status)) {
+      // Retried all the same: the broker's token file may be fixed and
+      // reloaded while the worker waits.
+      spdlog::error(
+          "broker refused the worker's token broker={} status=\"{}\"{}",
+          options_.broker, status.ToString(),
+          options_.connect.has_token()
+              ? ""
+              : " hint=\"the broker needs a token: --token_file or "
+                "FERRY_TOKEN\"");
     }
     if (welcomed) attempt = 0;
     const absl::Duration wait =

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "base/broker_address.h"
 #include "base/clock.h"
+#include "client/connect.h"
 #include "ferry/v1/workers.grpc.pb.h"
 #include "grpcpp/channel.h"
 
@@ -131,7 +132,12 @@ struct WorkerOptions {
   // Reconnect backoff: doubles from initial to max, with jitter.
   absl::Duration reconnect_initial = absl::Milliseconds(100);
   absl::Duration reconnect_max = absl::Seconds(10);
-  // Use this channel instead of dialing `broker` (tests).
+  // TLS and the access token (client/connect.h). If they are wrong (a file
+  // that cannot be read, a certificate that expired), Run() returns
+  // INVALID_ARGUMENT saying so at once.
+  ConnectOptions connect;
+  // Use this channel instead of dialing `broker` (tests); `connect` is then
+  // not used.
   std::shared_ptr<grpc::Channel> channel;
   // Time source for timeouts and heartbeats; default the system clock.
   const Clock* clock = nullptr;
@@ -213,6 +219,7 @@ class Worker {
   WorkerOptions options_;
   std::map<std::string, Handler> handlers_;
   Handler default_handler_;
+  absl::Status setup_;  // why the channel could not be made
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Workers::Stub> stub_;
 
