@@ -1,6 +1,7 @@
 #include "client/cli.h"
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,8 @@
 #include "base/read_file.h"
 #include "client/cli_flags.h"
 #include "client/client.h"
+#include "client/connect.h"
+#include "client/token_file.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/protocol_limits.h"
 #include "proto/time_util.h"
@@ -154,6 +157,44 @@ bool NoConnection(absl::string_view message) {
   return false;
 }
 
+// What to tell someone whose call failed UNAVAILABLE during the TLS
+// handshake, or at its start where TLS may be the reason ("" if nothing);
+// `tls`: whether TLS was configured. Goes by gRPC 1.51's messages.
+std::string TlsHint(absl::string_view message, bool tls) {
+  const bool dropped = absl::StrContains(message, "Socket closed") ||
+                       absl::StrContains(message, "Connection reset");
+  if (!tls) {
+    // A TLS broker drops a plaintext client's connection at once.
+    return dropped
+               ? "if ferryd uses TLS, pass --tls_ca FILE (or set FERRY_TLS_CA)"
+               : "";
+  }
+  if (absl::StrContains(message, "wrong version number")) {
+    return "the broker does not answer in TLS: it may not use TLS (then "
+           "drop --tls_ca and FERRY_TLS_CA), or --broker is not ferryd";
+  }
+  if (absl::StrContains(message, "Peer name")) {
+    return "ferryd's certificate does not carry the host in --broker: set "
+           "--tls_server_name (or FERRY_TLS_SERVER_NAME) to a name it has";
+  }
+  if (absl::StrContains(message, "Ssl handshake failed") ||
+      absl::StrContains(message, "Handshake")) {
+    return "the TLS handshake failed: check that --tls_ca is the CA that "
+           "signed ferryd's certificate and that the certificate is valid "
+           "now, or set --tls_server_name to a name it carries";
+  }
+  if (dropped) {
+    return "ferryd closed the connection in the TLS handshake: it may want "
+           "a client certificate it trusts (--tls_cert and --tls_key)";
+  }
+  return "";
+}
+
+bool IsTlsHandshakeFailure(absl::string_view message) {
+  return absl::StrContains(message, "Ssl handshake failed") ||
+         absl::StrContains(message, "Peer name");
+}
+
 // ------------------------------------------------------------ commands
 
 struct Command;
@@ -166,15 +207,20 @@ int UsageError(const Command& command, absl::string_view message,
 // the ways a command ends (Fail, Usage, Outcome).
 class Cli {
  public:
-  Cli(const Command& command, const ClientOptions& options, bool json,
+  // `options` null: the command does not talk to the broker (client() must
+  // not be called).
+  Cli(const Command& command, const ClientOptions* options, bool json,
       std::ostream& out, std::ostream& err)
       : command_(command),
-        client_(options),
+        client_(options == nullptr ? nullptr
+                                   : std::make_unique<Client>(*options)),
+        tls_(options != nullptr && options->connect.tls()),
+        has_token_(options != nullptr && options->connect.has_token()),
         json_(json),
         out_(out),
         err_(err) {}
 
-  Client& client() { return client_; }
+  Client& client() { return *client_; }
   bool json() const { return json_; }
   std::ostream& out() { return out_; }
   std::ostream& err() { return err_; }
@@ -189,9 +235,22 @@ class Cli {
   // Prints the broker's error and returns the exit code for it.
   int Fail(const absl::Status& status) {
     err_ << "ferry: " << status.message() << "\n";
-    if (absl::IsUnavailable(status) && NoConnection(status.message())) {
-      err_ << "ferry: is ferryd running there? Set --broker HOST:PORT or "
-              "FERRY_BROKER.\n";
+    if (absl::IsUnavailable(status)) {
+      // A failed handshake means ferryd is there: no "is it running?".
+      if (NoConnection(status.message()) &&
+          !(tls_ && IsTlsHandshakeFailure(status.message()))) {
+        err_ << "ferry: is ferryd running there? Set --broker HOST:PORT or "
+                "FERRY_BROKER.\n";
+      }
+      if (std::string hint = TlsHint(status.message(), tls_); !hint.empty()) {
+        err_ << "ferry: " << hint << "\n";
+      }
+    } else if (absl::IsUnauthenticated(status)) {
+      err_ << (has_token_
+                   ? "ferry: the broker does not know this token (revoked? "
+                     "made for another broker?)\n"
+                   : "ferry: the broker needs a token: pass --token_file "
+                     "FILE or set FERRY_TOKEN (or FERRY_TOKEN_FILE)\n");
     } else if (absl::IsDeadlineExceeded(status)) {
       err_ << "ferry: no answer within --call-timeout; the request may "
               "still have been carried out (check before repeating it).\n";
@@ -204,7 +263,7 @@ class Cli {
         return kExitUnreachable;
       case absl::StatusCode::kInvalidArgument:
         return kExitUsage;
-      default:
+      default:  // UNAUTHENTICATED and PERMISSION_DENIED too: refused
         return kExitError;
     }
   }
@@ -240,7 +299,7 @@ class Cli {
       const absl::Duration left =
           std::max(absl::ZeroDuration(), deadline - absl::Now());
       absl::StatusOr<v1::WaitResponse> waited =
-          client_.Wait(id, std::min(left, kMaxWait));
+          client_->Wait(id, std::min(left, kMaxWait));
       if (!waited.ok()) return Fail(waited.status());
       if (waited->done() || left <= kMaxWait) {
         return Outcome(waited->job(), waited->done());
@@ -250,7 +309,9 @@ class Cli {
 
  private:
   const Command& command_;
-  Client client_;
+  const std::unique_ptr<Client> client_;
+  const bool tls_;        // TLS was configured
+  const bool has_token_;  // a token was given
   const bool json_;
   std::ostream& out_;
   std::ostream& err_;
@@ -267,6 +328,8 @@ struct Command {
   std::vector<Flag> flags;
   const char* details;  // notes and examples, after the options
   int (*run)(Cli& cli, const ParsedArgs& p);
+  // Works on local files only: no broker, so no TLS or token is read.
+  bool local = false;
 };
 
 int Cli::Usage(absl::string_view message) {
@@ -513,6 +576,77 @@ int Workers(Cli& cli, const ParsedArgs& p) {
   return kExitOk;
 }
 
+// ------------------------------------------------------- token commands
+
+// The exit code for an error of client/token_file.h, printed.
+int TokenFileError(Cli& cli, const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return cli.Usage(status.message());
+    case absl::StatusCode::kNotFound:
+      cli.err() << "ferry: " << status.message() << "\n";
+      return kExitNotFound;
+    default:
+      cli.err() << "ferry: " << status.message() << "\n";
+      return kExitError;
+  }
+}
+
+int TokenCreate(Cli& cli, const ParsedArgs& p) {
+  if (!p.Has("roles")) return cli.Usage("--roles is required");
+  if (!p.Has("file")) return cli.Usage("--file is required");
+  TokenEntry entry;
+  entry.name = p.positional[0];
+  absl::StatusOr<uint8_t> roles = ParseRoles(p.Get("roles"));
+  if (!roles.ok()) return cli.Usage(roles.status().message());
+  entry.roles = *roles;
+  if (p.Has("queues")) {
+    absl::StatusOr<std::vector<std::string>> queues =
+        ParseQueueGlobs(p.Get("queues"));
+    if (!queues.ok()) return cli.Usage(queues.status().message());
+    entry.queues = *std::move(queues);
+  }
+  const std::string file = p.Get("file");
+  absl::StatusOr<AddedToken> added = AddToken(file, entry);
+  if (!added.ok()) return TokenFileError(cli, added.status());
+  if (!added->warning.empty()) {
+    cli.err() << "ferry: warning: " << added->warning << "\n";
+  }
+  // The secret alone on stdout, for `> client.token`; the rest on stderr.
+  cli.out() << added->secret << "\n";
+  cli.err() << "ferry: added token " << entry.name << " (roles "
+            << entry.RolesText() << ", queues " << entry.QueuesText() << ") to "
+            << file
+            << ". Keep the secret printed above: it is shown only now, "
+               "the file holds its hash. ferryd knows the token once it "
+               "reads the file again.\n";
+  return kExitOk;
+}
+
+int TokenList(Cli& cli, const ParsedArgs& p) {
+  if (!p.Has("file")) return cli.Usage("--file is required");
+  absl::StatusOr<std::vector<TokenEntry>> tokens = ReadTokens(p.Get("file"));
+  if (!tokens.ok()) return TokenFileError(cli, tokens.status());
+  std::vector<std::vector<std::string>> rows = {{"NAME", "ROLES", "QUEUES"}};
+  for (const TokenEntry& token : *tokens) {
+    rows.push_back({token.name, token.RolesText(), token.QueuesText()});
+  }
+  PrintTable(rows, cli.out());
+  return kExitOk;
+}
+
+int TokenRevoke(Cli& cli, const ParsedArgs& p) {
+  if (!p.Has("file")) return cli.Usage("--file is required");
+  const std::string file = p.Get("file");
+  const std::string& name = p.positional[0];
+  if (absl::Status s = RemoveToken(file, name); !s.ok()) {
+    return TokenFileError(cli, s);
+  }
+  cli.out() << "token " << name << " removed from " << file << "\n";
+  cli.err() << "ferry: ferryd refuses it once it reads the file again.\n";
+  return kExitOk;
+}
+
 // The commands, in the order `ferry help` lists them. A new command is one
 // entry here and its run function above.
 const std::vector<Command>& Commands() {
@@ -641,6 +775,40 @@ const std::vector<Command>& Commands() {
        {},
        "Example:\n  ferry workers\n",
        Workers},
+      {"token create",
+       "NAME",
+       "add a token to ferryd's token file and print its secret",
+       {
+           {"roles", "R[,R]",
+            "required: read, submit (includes read), work, admin (all)"},
+           {"queues", "GLOB[,GLOB]",
+            "only these queues; '*' matches any characters (default: all)"},
+           {"file", "FILE",
+            "required: the token file ferryd reads (made 0600 if missing)"},
+       },
+       "Prints the secret alone on stdout; the file keeps only its hash, so "
+       "it is\nshown only now. Does not talk to the broker: ferryd knows the "
+       "token once it\nreads the file again.\n"
+       "Example:\n"
+       "  ferry token create billing --roles submit --queues 'billing*' \\\n"
+       "      --file /etc/ferry/tokens > billing.token\n",
+       TokenCreate,
+       /*local=*/true},
+      {"token list",
+       "",
+       "the tokens in a token file: names, roles, queues",
+       {{"file", "FILE", "required: the token file"}},
+       "Example:\n  ferry token list --file /etc/ferry/tokens\n",
+       TokenList,
+       /*local=*/true},
+      {"token revoke",
+       "NAME",
+       "remove a token from a token file",
+       {{"file", "FILE", "required: the token file"}},
+       "Exit 3 if the file has no such token.\n"
+       "Example:\n  ferry token revoke billing --file /etc/ferry/tokens\n",
+       TokenRevoke,
+       /*local=*/true},
   };
   return *commands;
 }
@@ -656,6 +824,15 @@ const std::vector<Flag>& GlobalFlags() {
       {"json", "", "print the broker's response as JSON", FlagType::kSwitch},
       {"call-timeout", "D", "deadline of each call (default 10s)",
        FlagType::kTimeout},
+      {"tls_ca", "FILE",
+       "use TLS, trusting this CA for ferryd's certificate ($FERRY_TLS_CA)"},
+      {"tls_cert", "FILE",
+       "client certificate for mutual TLS ($FERRY_TLS_CERT)"},
+      {"tls_key", "FILE", "private key of --tls_cert ($FERRY_TLS_KEY)"},
+      {"tls_server_name", "NAME",
+       "the name in ferryd's certificate, if not the host "
+       "($FERRY_TLS_SERVER_NAME)"},
+      {"token_file", "FILE", "file holding the access token (see below)"},
       {"help", "", "", FlagType::kSwitch},
   };
   return *flags;
@@ -681,16 +858,24 @@ void PrintUsage(std::ostream& out) {
   for (const Command& command : Commands()) {
     std::string head = absl::StrCat(command.name, " ", command.arg);
     out << "  " << head
-        << std::string(head.size() < 16 ? 16 - head.size() : 1, ' ')
+        << std::string(head.size() < 20 ? 20 - head.size() : 1, ' ')
         << command.summary << "\n";
   }
   out << "\nGlobal options:\n"
       << FlagHelp(GlobalFlags())
       << "\nGlobal options may also follow the command. 'ferry help COMMAND' "
-         "or\n'ferry COMMAND --help' shows a command's options.\n"
-         "Exit codes: 0 ok, 1 refused by the broker, 2 usage, 3 not found, "
-         "4 broker unreachable,\n"
-         "            5 job failed or cancelled, 6 wait timed out.\n";
+         "or\n'ferry COMMAND --help' shows a command's options. Options may "
+         "be spelt with\n'_' or '-' (--tls_ca, --tls-ca).\n"
+         "TLS is on when --tls_ca (or FERRY_TLS_CA) is given. The token is "
+         "read from\n--token_file, else FERRY_TOKEN (the secret itself), else "
+         "the file FERRY_TOKEN_FILE\nnames; it goes with every call as "
+         "'authorization: Bearer ...', and ferry never\nprints it.\n"
+         "Exit codes: 0 ok, 1 refused by the broker (a missing, unknown or "
+         "insufficient\n"
+         "            token too), 2 usage, 3 not found, 4 broker unreachable "
+         "(a failed TLS\n"
+         "            handshake too), 5 job failed or cancelled, 6 wait timed "
+         "out.\n";
 }
 
 int UsageError(const Command& command, absl::string_view message,
@@ -707,11 +892,22 @@ void PrintCommandUsage(const Command& command, std::ostream& out) {
       << FlagHelp(command.flags) << command.details;
 }
 
+// The command's name at args[*next]: "token create" takes two words, and
+// `*next` is then left at the second.
+std::string CommandName(const std::vector<std::string>& args, size_t* next) {
+  std::string name = args[*next];
+  if (name == "token" && *next + 1 < args.size() &&
+      !absl::StartsWith(args[*next + 1], "-")) {
+    absl::StrAppend(&name, " ", args[++*next]);
+  }
+  return name;
+}
+
 // Runs `command` on the arguments after its name, from args[next] on.
 int RunCommand(const Command& command, const std::vector<std::string>& args,
                size_t next, const ParsedArgs& globals,
-               const std::string& default_broker, std::ostream& out,
-               std::ostream& err) {
+               const std::string& default_broker, const EnvLookup& getenv,
+               std::ostream& out, std::ostream& err) {
   // `ferry get -h`: help, not job "-h".
   if (next < args.size() && args[next] == "-h") {
     PrintCommandUsage(command, out);
@@ -752,7 +948,24 @@ int RunCommand(const Command& command, const std::vector<std::string>& args,
                         .Duration("call-timeout")
                         .value_or(absl::Seconds(10));
   const bool json = p.Has("json") || globals.Has("json");
-  Cli cli(command, options, json, out, err);
+  if (command.local) {
+    Cli cli(command, nullptr, json, out, err);
+    return command.run(cli, p);
+  }
+  ConnectFlags connect;
+  connect.tls_ca = global("tls_ca").Get("tls_ca");
+  connect.tls_cert = global("tls_cert").Get("tls_cert");
+  connect.tls_key = global("tls_key").Get("tls_key");
+  connect.tls_server_name = global("tls_server_name").Get("tls_server_name");
+  connect.token_file = global("token_file").Get("token_file");
+  absl::StatusOr<ConnectOptions> resolved =
+      ResolveConnectOptions(connect, getenv);
+  if (!resolved.ok()) {
+    err << "ferry: " << resolved.status().message() << "\n";
+    return kExitUsage;
+  }
+  options.connect = *std::move(resolved);
+  Cli cli(command, &options, json, out, err);
   return command.run(cli, p);
 }
 
@@ -760,7 +973,7 @@ int RunCommand(const Command& command, const std::vector<std::string>& args,
 
 int RunCli(const std::vector<std::string>& args,
            const std::string& default_broker, std::ostream& out,
-           std::ostream& err) {
+           std::ostream& err, const EnvLookup& getenv) {
   if (!args.empty() && args[0] == "-h") {
     PrintUsage(out);
     return kExitOk;
@@ -786,28 +999,30 @@ int RunCli(const std::vector<std::string>& args,
     PrintUsage(err);
     return kExitUsage;
   }
-  const std::string& name = args[next];
-  if (name == "help") {
+  if (args[next] == "help") {
     if (next + 1 == args.size()) {
       PrintUsage(out);
       return kExitOk;
     }
-    const Command* command = FindCommand(args[next + 1]);
+    ++next;
+    const std::string name = CommandName(args, &next);
+    const Command* command = FindCommand(name);
     if (command == nullptr) {
-      err << "ferry: unknown command " << args[next + 1] << "\n";
+      err << "ferry: unknown command " << name << "\n";
       return kExitUsage;
     }
     PrintCommandUsage(*command, out);
     return kExitOk;
   }
+  const std::string name = CommandName(args, &next);
   const Command* command = FindCommand(name);
   if (command == nullptr) {
     err << "ferry: unknown command \"" << name << "\"\n";
     PrintUsage(err);
     return kExitUsage;
   }
-  return RunCommand(*command, args, next + 1, globals, default_broker, out,
-                    err);
+  return RunCommand(*command, args, next + 1, globals, default_broker, getenv,
+                    out, err);
 }
 
 }  // namespace ferry

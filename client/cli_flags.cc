@@ -33,6 +33,17 @@ std::optional<v1::JobState> ParseState(absl::string_view text) {
   return state;
 }
 
+// Whether `written` names the flag `name`: '_' and '-' are the same.
+bool SameName(absl::string_view name, absl::string_view written) {
+  if (name.size() != written.size()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char a = name[i] == '_' ? '-' : name[i];
+    const char b = written[i] == '_' ? '-' : written[i];
+    if (a != b) return false;
+  }
+  return true;
+}
+
 // Why `value` is not what `flag` wants; "" if it is.
 std::string CheckValue(const Flag& flag, const std::string& value) {
   const std::string option = absl::StrCat("--", flag.name);
@@ -159,7 +170,7 @@ std::optional<FlagError> ParseFlags(const std::vector<std::string>& args,
     }
     const Flag* flag = nullptr;
     for (const Flag& f : flags) {
-      if (f.name == name) flag = &f;
+      if (SameName(f.name, name)) flag = &f;
     }
     const auto error = [&](FlagError::Kind kind, std::string message) {
       return FlagError{kind, arg, name, std::move(message)};
@@ -168,6 +179,7 @@ std::optional<FlagError> ParseFlags(const std::vector<std::string>& args,
       return error(FlagError::Kind::kUnknown,
                    absl::StrCat("unknown option --", name));
     }
+    name = flag->name;  // as the table spells it, in errors too
     if (flag->type == FlagType::kSwitch) {
       if (value) {
         return error(FlagError::Kind::kSyntax,
@@ -181,14 +193,14 @@ std::optional<FlagError> ParseFlags(const std::vector<std::string>& args,
       }
       value = args[++i];
     }
-    if (flag->type != FlagType::kLabels && parsed->Has(name)) {
+    if (flag->type != FlagType::kLabels && parsed->Has(flag->name)) {
       return error(FlagError::Kind::kSyntax,
                    absl::StrCat("--", name, " given twice"));
     }
     if (std::string why = CheckValue(*flag, *value); !why.empty()) {
       return error(FlagError::Kind::kBadValue, std::move(why));
     }
-    parsed->values_[name].push_back(*std::move(value));
+    parsed->values_[flag->name].push_back(*std::move(value));
   }
   return std::nullopt;
 }

@@ -18,7 +18,9 @@
 //   parsed.Duration("timeout").value_or(absl::Hours(1));
 //
 // Options are spelt in full (no prefix matches): --name VALUE, --name=VALUE,
-// or --name for a switch. Not thread-safe; build, parse and read on one
+// or --name for a switch; '_' and '-' in a name are the same (--tls_ca,
+// --tls-ca; --call-timeout, --call_timeout), and ParsedArgs knows each flag
+// by the name its table gives. Not thread-safe; build, parse and read on one
 // thread.
 
 #include <cstdint>

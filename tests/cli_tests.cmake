@@ -14,3 +14,8 @@ ferry_e2e_binaries(ferry_cli_test)
 # against a fake broker that checks them.
 ferry_test(integration/connect_sdk_test.cc ferry_client ferry_worker
            ferry_tls_testing)
+
+# The CLI's TLS and token options, hints and exit codes, against a fake
+# broker that checks them; `ferry token` on files, without a broker.
+ferry_test(integration/cli_auth_test.cc ferry_cli ferry_tls_testing)
+ferry_test(unit/cli_token_test.cc ferry_cli ferry_auth)
