@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -45,6 +46,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/flags_usage.h"
+#include "client/connect.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "ferry/v1/workers.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -73,6 +75,20 @@ ABSL_FLAG(bool, fill, true,
           "backlog: queue the backlog first; false reuses --queue as it is.");
 ABSL_FLAG(bool, json, false, "Print one JSON object per result.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Give up after this.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Use TLS, trusting this CA (PEM) for ferryd's certificate. "
+          "Default: $FERRY_TLS_CA.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Client certificate (PEM) for mutual TLS, with --tls_key. Default: "
+          "$FERRY_TLS_CERT.");
+ABSL_FLAG(std::string, tls_key, "",
+          "Private key (PEM) of --tls_cert. Default: $FERRY_TLS_KEY.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "The name in ferryd's certificate, if not the host of --broker. "
+          "Default: $FERRY_TLS_SERVER_NAME.");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the access token (needs roles submit and work). "
+          "Default: $FERRY_TOKEN, else the file $FERRY_TOKEN_FILE.");
 
 namespace ferry {
 namespace {
@@ -85,14 +101,24 @@ int64_t NowUs() {
       .count();
 }
 
+// TLS and the token of every channel: set by main() before any is made.
+ConnectOptions connect_options;
+
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& broker, int i) {
   grpc::ChannelArguments args;
   // A connection of its own for every producer and worker.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("ferry.bench.connection", i);
   args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(broker, grpc::InsecureChannelCredentials(),
-                                   args);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      OpenChannel(broker, connect_options, args);
+  if (!channel.ok()) {
+    // main() checked the files; they changed since.
+    std::fprintf(stderr, "ferry-bench: %s\n",
+                 std::string(channel.status().message()).c_str());
+    std::exit(1);
+  }
+  return *std::move(channel);
 }
 
 struct Result {
@@ -640,6 +666,20 @@ int main(int argc, char** argv) {
       "Modes: e2e, submit, drain, latency, backlog, streams.",
       __FILE__);
   absl::ParseCommandLine(argc, argv);
+  ferry::ConnectFlags connect;
+  connect.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  connect.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  connect.tls_key = absl::GetFlag(FLAGS_tls_key);
+  connect.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  connect.token_file = absl::GetFlag(FLAGS_token_file);
+  absl::StatusOr<ferry::ConnectOptions> resolved =
+      ferry::ResolveConnectOptions(connect);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "ferry-bench: %s\n",
+                 std::string(resolved.status().message()).c_str());
+    return 2;
+  }
+  ferry::connect_options = *std::move(resolved);
   // Debian builds Abseil with lock-order (deadlock) detection on; it costs
   // a graph update on every lock. Tests keep it; production does not.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);

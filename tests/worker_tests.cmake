@@ -10,5 +10,6 @@ ferry_test(integration/worker_sdk_test.cc ferry_worker ferry_server
            ferry_storage)
 
 # ferry-worker, ferryd and a client stub: the real binaries.
-ferry_test(e2e/ferry_worker_test.cc ferry_e2e_support ferry_proto)
+ferry_test(e2e/ferry_worker_test.cc ferry_e2e_support ferry_proto
+           ferry_tls_testing)
 ferry_e2e_binaries(ferry_worker_test)

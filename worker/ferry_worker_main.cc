@@ -20,6 +20,7 @@
 #include "base/log_format.h"
 #include "base/read_file.h"
 #include "base/status_macros.h"
+#include "client/connect.h"
 #include "proto/names.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
@@ -48,6 +49,20 @@ ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "long before SIGKILL.");
 ABSL_FLAG(std::string, worker_id, "",
           "This worker's id (default <hostname>-<pid>).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Use TLS, trusting this CA (PEM) for ferryd's certificate. "
+          "Default: $FERRY_TLS_CA.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Client certificate (PEM) for mutual TLS, with --tls_key. Default: "
+          "$FERRY_TLS_CERT.");
+ABSL_FLAG(std::string, tls_key, "",
+          "Private key (PEM) of --tls_cert. Default: $FERRY_TLS_KEY.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "The name in ferryd's certificate, if not the host of --broker. "
+          "Default: $FERRY_TLS_SERVER_NAME.");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the access token (role work, scoped to --queues). "
+          "Default: $FERRY_TOKEN, else the file $FERRY_TOKEN_FILE.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off. SPDLOG_LEVEL overrides.");
 
@@ -64,7 +79,9 @@ constexpr char kUsage[] =
     "FERRY_KIND and FERRY_ATTEMPT are in its environment. Exit 0: success,\n"
     "stdout is the result. Exit 75: retry. Other: failure (retried while\n"
     "attempts last) with the end of stderr as the error. A stderr line\n"
-    "'FERRY-PROGRESS <percent> <message>' reports progress.";
+    "'FERRY-PROGRESS <percent> <message>' reports progress.\n"
+    "TLS: --tls_ca (and --tls_cert/--tls_key for mutual TLS); token:\n"
+    "--token_file, else $FERRY_TOKEN, else the file $FERRY_TOKEN_FILE.";
 
 int Usage(absl::string_view message) {
   std::fprintf(stderr,
@@ -98,6 +115,13 @@ absl::Status WorkerOptionsFromFlags(WorkerOptions& options) {
     FERRY_RETURN_IF_ERROR(ValidateName("worker_id", options.worker_id));
   }
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  ConnectFlags connect;
+  connect.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  connect.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  connect.tls_key = absl::GetFlag(FLAGS_tls_key);
+  connect.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  connect.token_file = absl::GetFlag(FLAGS_token_file);
+  FERRY_ASSIGN_OR_RETURN(options.connect, ResolveConnectOptions(connect));
   return absl::OkStatus();
 }
 
@@ -194,10 +218,12 @@ int Run(int argc, char** argv) {
   const StopSignals signals;
   Worker worker(options);
   AddHandlers(*handlers, command_options, worker);
+  // Whether there is a token, never the token.
   spdlog::info(
-      "ferry-worker starting worker_id={} broker={} queues={} concurrency={}",
+      "ferry-worker starting worker_id={} broker={} queues={} concurrency={} "
+      "tls={} token={}",
       worker.worker_id(), options.broker, absl::StrJoin(options.queues, ","),
-      options.concurrency);
+      options.concurrency, options.connect.tls(), options.connect.has_token());
   if (absl::Status status = RunUntilStopped(signals, worker); !status.ok()) {
     spdlog::error("ferry-worker stopped status=\"{}\"", status.ToString());
     return kExitFailure;

@@ -50,6 +50,7 @@
 #include "tests/proto_test_util.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
+#include "tests/tls_certs.h"
 
 namespace ferry::testing {
 namespace {
@@ -493,6 +494,85 @@ TEST_F(FerryWorkerTest, UsageErrorsExitTwoWithAMessage) {
   }
 }
 
+TEST_F(FerryWorkerTest, BadTlsOrTokenSettingsExitTwoWithAMessage) {
+  FERRY_ASSERT_OK_AND_ASSIGN(TestPki pki, MakeTestPki(dir_.path()));
+  const std::string secret = "ferry_e2eSecretThatMustNeverBePrinted0123456";
+  const std::string empty_token = Path("empty.token");
+  std::ofstream(empty_token) << "\n";
+  struct Case {
+    std::vector<std::string> args;
+    std::vector<std::string> env;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--tls_ca=" + pki.ca, "--tls_cert=" + pki.client_cert},
+       {},
+       "--tls_cert needs --tls_key (or FERRY_TLS_KEY)"},
+      {{"--tls_cert=" + pki.client_cert, "--tls_key=" + pki.client_key},
+       {},
+       "--tls_cert needs --tls_ca (or FERRY_TLS_CA)"},
+      {{"--tls_ca=" + Path("missing.crt")},
+       {},
+       "--tls_ca: cannot read " + Path("missing.crt")},
+      {{},
+       {"FERRY_TLS_CA=" + pki.server_key},
+       pki.server_key + " is not a PEM certificate"},
+      {{"--tls_ca=" + pki.ca, "--tls_cert=" + pki.expired_client_cert,
+        "--tls_key=" + pki.expired_client_key},
+       {},
+       "client certificate " + pki.expired_client_cert + " has expired (on "},
+      {{"--tls_ca=" + pki.ca, "--tls_cert=" + pki.client_cert,
+        "--tls_key=" + pki.server_key},
+       {},
+       "key " + pki.server_key + " does not match certificate " +
+           pki.client_cert},
+      {{"--token_file=" + empty_token},
+       {},
+       "--token_file: token file " + empty_token + " is empty"},
+      {{},
+       {"FERRY_TOKEN_FILE=" + Path("missing")},
+       "FERRY_TOKEN_FILE: cannot read"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {
+        FERRY_WORKER_PATH, "--broker=" + ferryd_->address(), "--queues=q"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    argv.insert(argv.end(), {"--", "cat"});
+    Subprocess::Options options;
+    options.env = c.env;
+    // A token that must not show in any message (FERRY_TOKEN_FILE, tried
+    // last, comes alone).
+    if (c.env.empty() || !absl::StartsWith(c.env[0], "FERRY_TOKEN_FILE=")) {
+      options.env.push_back("FERRY_TOKEN=" + secret);
+    }
+    std::string all;
+    FERRY_ASSERT_OK_AND_ASSIGN(
+        int code, RunCommand(argv, options, kEventTimeout, nullptr, &all));
+    EXPECT_EQ(code, 2) << absl::StrJoin(c.args, " ") << "\n" << all;
+    EXPECT_THAT(all, HasSubstr("ferry-worker: " + c.message)) << all;
+    EXPECT_THAT(all, Not(HasSubstr(secret)));
+  }
+}
+
+TEST_F(FerryWorkerTest, TokenFromTheEnvironmentIsUsedButNeverLogged) {
+  const std::string secret = "ferry_e2eSecretThatMustNeverBePrinted0123456";
+  Subprocess::Options options;
+  options.env = {"FERRY_TOKEN=" + secret, "SPDLOG_LEVEL=trace"};
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> worker,
+      Subprocess::Start({FERRY_WORKER_PATH, "--broker=" + ferryd_->address(),
+                         "--queues=q", "--", "cat"},
+                        options));
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::string started,
+      worker->WaitForLine("ferry-worker starting", kStartTimeout));
+  EXPECT_THAT(started, HasSubstr("tls=false token=true"));
+  ASSERT_THAT(worker->WaitForLine("connected broker=", kStartTimeout), IsOk());
+  FERRY_ASSERT_OK_AND_ASSIGN(int code, Terminate(*worker));
+  EXPECT_EQ(code, 0) << worker->Output();
+  EXPECT_THAT(worker->Output(), Not(HasSubstr(secret)));
+}
+
 TEST_F(FerryWorkerTest, HelpListsTheFlags) {
   std::string all;
   FERRY_ASSERT_OK_AND_ASSIGN(
@@ -500,8 +580,10 @@ TEST_F(FerryWorkerTest, HelpListsTheFlags) {
                            nullptr, &all));
   EXPECT_NE(code, 0) << all;  // Abseil's --help exits 1
   EXPECT_THAT(all, HasSubstr("Runs a command for every job"));
-  for (const char* flag : {"--queues", "--concurrency", "--broker",
-                           "--handlers", "--drain_timeout"}) {
+  for (const char* flag :
+       {"--queues", "--concurrency", "--broker", "--handlers",
+        "--drain_timeout", "--tls_ca", "--tls_cert", "--tls_key",
+        "--tls_server_name", "--token_file", "FERRY_TOKEN_FILE"}) {
     EXPECT_THAT(all, HasSubstr(flag)) << all;
   }
   EXPECT_THAT(all, Not(HasSubstr("No flags matched")));
