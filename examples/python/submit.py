@@ -7,7 +7,8 @@
 Prints one line per job: its id, or with --wait "ID STATE RESULT-OR-ERROR".
 Exit status: 0 when every job was submitted (and, with --wait, SUCCEEDED);
 1 when a job failed, was cancelled or is not done after --timeout; 2 when
-the broker refused a call or could not be reached.
+the broker refused a call (a missing or unknown token too) or could not be
+reached, or an option is wrong. TLS and the token: see ferry_connect.py.
 """
 
 import argparse
@@ -17,6 +18,8 @@ import time
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+
+import ferry_connect
 
 # Stubs from gen_stubs.sh; PYTHONPATH, if set, takes precedence.
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
@@ -30,7 +33,7 @@ except ImportError as e:
 CALL_TIMEOUT = 10.0  # seconds, for every call but Wait
 
 
-def wait(stub, job_id, timeout):
+def wait(stub, job_id, timeout, metadata):
     """Waits until the job is terminal or `timeout` seconds pass; the last job seen."""
     deadline = time.monotonic() + timeout
     while True:
@@ -38,7 +41,7 @@ def wait(stub, job_id, timeout):
         step = min(left, 3600.0)  # the broker waits at most an hour per call
         request = jobs_pb2.WaitRequest(job_id=job_id, timeout=Duration())
         request.timeout.FromMilliseconds(int(step * 1000))
-        reply = stub.Wait(request, timeout=step + CALL_TIMEOUT)
+        reply = stub.Wait(request, timeout=step + CALL_TIMEOUT, metadata=metadata)
         if reply.done or left <= step:
             return reply.job
 
@@ -55,16 +58,23 @@ def main():
     parser.add_argument("--wait", action="store_true", help="wait for each job and print its outcome")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="with --wait, how long to wait for each job in seconds (default 60)")
+    ferry_connect.add_arguments(parser)
     args = parser.parse_args()
+    try:
+        settings = ferry_connect.resolve(args)
+    except ValueError as e:
+        parser.error(str(e))
 
-    with grpc.insecure_channel(args.broker) as channel:
+    channel, metadata = ferry_connect.open_channel(args.broker, settings)
+    with channel:
         stub = jobs_pb2_grpc.JobsStub(channel)
         try:
             ids = []
             for n in range(1, args.count + 1):
                 spec = job_pb2.JobSpec(queue=args.queue, kind=args.kind,
                                        payload=args.payload.replace("{n}", str(n)).encode())
-                reply = stub.Submit(jobs_pb2.SubmitRequest(job=spec), timeout=CALL_TIMEOUT)
+                reply = stub.Submit(jobs_pb2.SubmitRequest(job=spec), timeout=CALL_TIMEOUT,
+                                    metadata=metadata)
                 ids.append(reply.job.id)
                 if not args.wait:
                     print(reply.job.id, flush=True)
@@ -72,7 +82,7 @@ def main():
                 return 0
             ok = True
             for job_id in ids:
-                job = wait(stub, job_id, args.timeout)
+                job = wait(stub, job_id, args.timeout, metadata)
                 state = job_pb2.JobState.Name(job.state).replace("JOB_STATE_", "")
                 if job.state == job_pb2.JOB_STATE_SUCCEEDED:
                     print(job_id, state, job.result.decode(errors="backslashreplace"), flush=True)
@@ -82,6 +92,9 @@ def main():
             return 0 if ok else 1
         except grpc.RpcError as e:
             print(f"submit.py: {args.broker}: {e.code().name}: {e.details()}", file=sys.stderr)
+            advice = ferry_connect.hint(e, settings)
+            if advice:
+                print(f"submit.py: {advice}", file=sys.stderr)
             return 2
 
 

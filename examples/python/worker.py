@@ -7,7 +7,7 @@ one thread per job, heartbeats at the Welcome interval (or faster for short
 lease TTLs), a Credit after each job, results kept until acknowledged, and
 reconnects with backoff that take back running jobs through held_leases.
 SIGINT or SIGTERM: take no more jobs, finish and report the running ones,
-then exit 0.
+then exit 0. TLS and the token: see ferry_connect.py.
 
     ./gen_stubs.sh
     /usr/bin/python3 worker.py --queue python --concurrency 2
@@ -24,6 +24,8 @@ import threading
 import time
 
 import grpc
+
+import ferry_connect
 
 # Stubs from gen_stubs.sh; PYTHONPATH, if set, takes precedence.
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
@@ -59,8 +61,9 @@ def seconds(duration):
 
 
 class Worker:
-    def __init__(self, args):
+    def __init__(self, args, settings):
         self.args = args
+        self.settings = settings  # TLS and the token (ferry_connect.resolve)
         self.worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"[:128]
         self.stop = threading.Event()  # set on SIGINT/SIGTERM
         # Everything below is guarded by `lock`; all sends happen under it.
@@ -201,9 +204,10 @@ class Worker:
                 self.send(result=result)
             self.resumed = f"held_leases={len(self.running)} resent_results={len(self.unacked)}"
         welcomed = False
-        channel = grpc.insecure_channel(self.args.broker)
+        channel, metadata = ferry_connect.open_channel(self.args.broker, self.settings)
         try:
-            call = wg.WorkersStub(channel).Connect(iter(requests.get, None))
+            call = wg.WorkersStub(channel).Connect(iter(requests.get, None),
+                                                   metadata=metadata)
             with self.lock:
                 self.call = call
             for message in call:
@@ -212,6 +216,9 @@ class Worker:
             log("stream closed")
         except grpc.RpcError as e:
             log(f"stream ended: {e.code().name}: {e.details()}")
+            advice = ferry_connect.hint(e, self.settings)
+            if advice:
+                log(advice)
         finally:
             with self.lock:
                 self.out = self.call = None
@@ -259,16 +266,22 @@ def main():
                         help="make each job take this long")
     parser.add_argument("--drain-timeout", type=float, default=30.0,
                         help="on SIGINT/SIGTERM, how long running jobs may take (seconds)")
+    ferry_connect.add_arguments(parser)
     args = parser.parse_args()
     args.queue = args.queue or ["python"]
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
+    try:
+        settings = ferry_connect.resolve(args)
+    except ValueError as e:
+        parser.error(str(e))
 
-    worker = Worker(args)
+    worker = Worker(args, settings)
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: worker.stop.set())
     log(f"starting worker_id={worker.worker_id} broker={args.broker} "
-        f"queues={','.join(args.queue)} concurrency={args.concurrency}")
+        f"queues={','.join(args.queue)} concurrency={args.concurrency} "
+        f"tls={settings['ca'] is not None} token={settings['token'] is not None}")
     worker.serve()
 
 

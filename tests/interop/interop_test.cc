@@ -11,6 +11,9 @@
 //   format (google::protobuf::UnknownFieldSet), as a client without the
 //   .proto files would.
 //
+// - The Python examples with TLS and a token, against a FakeBroker that
+//   checks them as ferryd does (tests/fake_broker.h).
+//
 // Waits are for events (a line printed, a process exit, a Wait RPC), each
 // with a deadline; nothing sleeps for time to pass.
 
@@ -20,6 +23,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -42,9 +46,11 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/subprocess.h"
+#include "tests/fake_broker.h"
 #include "tests/raw_call.h"
 #include "tests/status_matchers.h"
 #include "tests/temp_dir.h"
+#include "tests/tls_certs.h"
 
 namespace ferry::testing {
 namespace {
@@ -54,6 +60,7 @@ using ::google::protobuf::UnknownFieldSet;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::SizeIs;
 using ::testing::StartsWith;
 
@@ -472,6 +479,147 @@ TEST_F(InteropTest, HealthCheckIsServingForTheServerOnly) {
   ASSERT_TRUE(request.SerializeToString(&bytes));
   EXPECT_THAT(RawCall(address_, kCheck, bytes),
               StatusIs(absl::StatusCode::kNotFound));
+}
+
+// ------------------------------------------- the Python examples and TLS
+
+constexpr char kPythonToken[] =
+    "ferry_pyTokenQ1w2E3r4T5y6U7i8O9p0A1s2D3f4G5h6J7k";
+
+class PythonTlsTest : public InteropTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(InteropTest::SetUp());
+    const std::string pki_dir = dir_.path() + "/pki";
+    std::filesystem::create_directories(pki_dir);
+    FERRY_ASSERT_OK_AND_ASSIGN(pki_, MakeTestPki(pki_dir));
+    token_file_ = dir_.path() + "/py.token";
+    std::ofstream(token_file_) << kPythonToken << "\n";
+  }
+
+  // Runs examples/python/SCRIPT with `args` and `env` to its end; the exit
+  // code. Nothing it prints may hold the token.
+  int RunPython(const std::string& script, std::vector<std::string> args,
+                std::vector<std::string> env, std::string* all) {
+    std::vector<std::string> argv = {kPython,
+                                     absl::StrCat(kExamples, "/", script)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Subprocess::Options options = PythonEnv();
+    options.env.insert(options.env.end(), env.begin(), env.end());
+    absl::StatusOr<int> code =
+        RunCommand(argv, options, kJobTimeout, nullptr, all);
+    EXPECT_THAT(code, IsOk());
+    EXPECT_THAT(*all, Not(HasSubstr(kPythonToken)));
+    return code.value_or(-1);
+  }
+
+  TestPki pki_;
+  std::string token_file_;
+};
+
+TEST_F(PythonTlsTest, SubmitAndWorkerSendTheTokenOverMutualTls) {
+  FakeBroker::Options options;
+  options.server_cert = pki_.server_cert;
+  options.server_key = pki_.server_key;
+  options.client_ca = pki_.ca;
+  options.tokens = {{kPythonToken, "python"}};
+  FERRY_ASSERT_OK_AND_ASSIGN(auto broker, FakeBroker::Start(options));
+  const std::vector<std::string> tls = {
+      "--broker=" + broker->address(), "--tls_ca=" + pki_.ca,
+      "--tls_cert=" + pki_.client_cert, "--tls_key=" + pki_.client_key};
+
+  std::vector<std::string> args = tls;
+  args.push_back("--token_file=" + token_file_);
+  std::string all;
+  EXPECT_EQ(RunPython("submit.py", args, {}, &all), 0) << all;
+  EXPECT_EQ(all, "1");  // the id, alone
+  // From the environment.
+  EXPECT_EQ(RunPython("submit.py", {"--broker=" + broker->address()},
+                      {"FERRY_TLS_CA=" + pki_.ca,
+                       "FERRY_TLS_CERT=" + pki_.client_cert,
+                       "FERRY_TLS_KEY=" + pki_.client_key,
+                       absl::StrCat("FERRY_TOKEN=", kPythonToken)},
+                      &all),
+            0)
+      << all;
+
+  // worker.py: the broker sees its Connect (and refuses it as a fake).
+  std::vector<std::string> argv = {kPython,
+                                   absl::StrCat(kExamples, "/worker.py")};
+  argv.insert(argv.end(), tls.begin(), tls.end());
+  Subprocess::Options env = PythonEnv();
+  env.env.push_back("FERRY_TOKEN_FILE=" + token_file_);
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subprocess> worker,
+                             Subprocess::Start(argv, env));
+  ASSERT_TRUE(broker->AwaitCalls(3, kStartTimeout)) << worker->Output();
+  ASSERT_THAT(
+      worker->WaitForLine("the fake broker takes no workers", kStartTimeout),
+      IsOk());
+  worker->Signal(SIGTERM);
+  FERRY_ASSERT_OK_AND_ASSIGN(int code, worker->Wait(kExitTimeout));
+  EXPECT_EQ(code, 0) << worker->Output();
+  EXPECT_THAT(worker->Output(), HasSubstr("tls=True token=True"));
+  EXPECT_THAT(worker->Output(), Not(HasSubstr(kPythonToken)));
+  for (const std::string& authorization : broker->Authorizations()) {
+    EXPECT_EQ(authorization, absl::StrCat("Bearer ", kPythonToken));
+  }
+}
+
+TEST_F(PythonTlsTest, ServerNameOverridesTheHostDialed) {
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      CertFiles named, MakeCert(dir_.path() + "/pki", "named", pki_.ca_files(),
+                                {"DNS:broker.test"}));
+  FakeBroker::Options options;
+  options.server_cert = named.cert;
+  options.server_key = named.key;
+  FERRY_ASSERT_OK_AND_ASSIGN(auto broker, FakeBroker::Start(options));
+  std::string all;
+  EXPECT_EQ(RunPython("submit.py",
+                      {"--broker=" + broker->address(), "--tls_ca=" + pki_.ca,
+                       "--tls_server_name=broker.test"},
+                      {}, &all),
+            0)
+      << all;
+  EXPECT_EQ(RunPython("submit.py",
+                      {"--broker=" + broker->address(), "--tls_ca=" + pki_.ca},
+                      {}, &all),
+            2)
+      << all;
+  EXPECT_THAT(all, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(all, HasSubstr("--tls_server_name"));
+}
+
+TEST_F(PythonTlsTest, SubmitSaysWhatIsWrongWithTheTokenOrTls) {
+  FakeBroker::Options options;
+  options.tokens = {{kPythonToken, "python"}};
+  FERRY_ASSERT_OK_AND_ASSIGN(auto broker, FakeBroker::Start(options));
+  const std::string broker_flag = "--broker=" + broker->address();
+  std::string all;
+  EXPECT_EQ(RunPython("submit.py", {broker_flag}, {}, &all), 2) << all;
+  EXPECT_THAT(all, HasSubstr("UNAUTHENTICATED: no token"));
+  EXPECT_THAT(all, HasSubstr("the broker needs a token: pass --token_file"));
+
+  const std::string empty = dir_.path() + "/empty.token";
+  std::ofstream(empty) << "\n";
+  EXPECT_EQ(RunPython("submit.py", {broker_flag, "--token_file=" + empty},
+                      {absl::StrCat("FERRY_TOKEN=", kPythonToken)}, &all),
+            2)
+      << all;
+  EXPECT_THAT(all,
+              HasSubstr("--token_file: token file " + empty + " is empty"));
+  EXPECT_EQ(RunPython("submit.py",
+                      {broker_flag, "--tls_ca=" + pki_.ca,
+                       "--tls_cert=" + pki_.client_cert},
+                      {}, &all),
+            2)
+      << all;
+  EXPECT_THAT(all, HasSubstr("--tls_cert needs --tls_key (or FERRY_TLS_KEY)"));
+  EXPECT_EQ(RunPython("worker.py", {broker_flag, "--tls_ca=" + pki_.client_key},
+                      {}, &all),
+            2)
+      << all;
+  EXPECT_THAT(all, HasSubstr(pki_.client_key + " is not a PEM certificate"));
+  EXPECT_THAT(broker->Authorizations(), SizeIs(1));
 }
 
 }  // namespace
