@@ -51,14 +51,15 @@ struct ClientOptions {
   std::string broker = kDefaultBrokerAddress;
   // Deadline of every call (Wait adds its own timeout to it).
   absl::Duration timeout = absl::Seconds(10);
-  // TLS and the access token (client/connect.h). If they are wrong (a file
-  // that cannot be read, a certificate that expired), every call returns
-  // INVALID_ARGUMENT saying so; check them first with CheckConnectOptions
-  // to fail earlier.
-  ConnectOptions connect;
   // Use this channel instead of dialing `broker` (tests, shared channels);
   // `connect` is then not used.
   std::shared_ptr<grpc::Channel> channel;
+  // TLS and the access token (client/connect.h). If they are wrong (a file
+  // that cannot be read, a certificate that expired), every call returns
+  // INVALID_ARGUMENT saying so; check them first with CheckConnectOptions
+  // to fail earlier. Last, so that ClientOptions{broker, timeout, channel}
+  // still reads as before.
+  ConnectOptions connect = {};
 };
 
 // A client of ferryd's Jobs service. Thread-safe; calls are synchronous and
