@@ -36,6 +36,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 // Bounds one command; a healthy one takes milliseconds.
@@ -58,8 +59,13 @@ Subprocess::Options Env(std::string entry) {
 class FerryCliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // Only what a test passes on purpose may point ferry at a broker.
-    unsetenv("FERRY_BROKER");
+    // Only what a test passes on purpose may point ferry at a broker, or
+    // give it TLS settings or a token.
+    for (const char* name :
+         {"FERRY_BROKER", "FERRY_TLS_CA", "FERRY_TLS_CERT", "FERRY_TLS_KEY",
+          "FERRY_TLS_SERVER_NAME", "FERRY_TOKEN", "FERRY_TOKEN_FILE"}) {
+      unsetenv(name);
+    }
     dir_ = new ScopedTempDir();
     absl::StatusOr<std::unique_ptr<Subprocess>> process = StartFerryd(
         FERRYD_PATH, {"--db=" + dir_->path() + "/ferry.db"}, address_);
@@ -246,6 +252,31 @@ TEST_F(FerryCliTest, FerryBrokerEnvironmentVariableChoosesTheBroker) {
   CliRun flag = FerryAsIs({"--broker", address(), "get", id},
                           Env(absl::StrCat("FERRY_BROKER=", kUnreachable)));
   EXPECT_EQ(flag.code, 0) << flag.all;
+}
+
+TEST_F(FerryCliTest, TlsAndTokenVariablesAreRead) {
+  // The broker does not check tokens here: a token reaches it unharmed.
+  const std::string secret = "ferry_e2eCliSecretNeverPrinted0123456789abcd";
+  const std::string id =
+      MustSubmit({"--payload", "with a token"}, Env("FERRY_TOKEN=" + secret));
+  EXPECT_EQ(GetJob(id).payload(), "with a token");
+  // Each variable is read: a bad one stops ferry before any call.
+  const std::string missing = "/nonexistent/ferry-test-file";
+  for (const char* name : {"FERRY_TLS_CA", "FERRY_TOKEN_FILE"}) {
+    CliRun run = Ferry({"queues"}, Env(absl::StrCat(name, "=", missing)));
+    EXPECT_EQ(run.code, 2) << run.all;
+    EXPECT_THAT(run.all, HasSubstr(absl::StrCat("ferry: ", name,
+                                                ": cannot read ", missing)));
+  }
+  EXPECT_THAT(
+      Ferry({"queues"}, Env("FERRY_TLS_CERT=" + missing)),
+      ExitsWith(2, "FERRY_TLS_CERT needs --tls_key (or FERRY_TLS_KEY)"));
+  EXPECT_THAT(Ferry({"queues"}, Env("FERRY_TLS_SERVER_NAME=broker.test")),
+              ExitsWith(2, "FERRY_TLS_SERVER_NAME needs --tls_ca"));
+  CliRun with_token =
+      Ferry({"--tls_ca", missing, "queues"}, Env("FERRY_TOKEN=" + secret));
+  EXPECT_EQ(with_token.code, 2) << with_token.all;
+  EXPECT_THAT(with_token.all, Not(HasSubstr(secret)));
 }
 
 TEST_F(FerryCliTest, UnknownCommandExitsTwoWithTheUsage) {
