@@ -19,3 +19,9 @@ ferry_test(integration/connect_sdk_test.cc ferry_client ferry_worker
 # broker that checks them; `ferry token` on files, without a broker.
 ferry_test(integration/cli_auth_test.cc ferry_cli ferry_tls_testing)
 ferry_test(unit/cli_token_test.cc ferry_cli ferry_auth)
+
+# The real ferry, ferry-worker and ferryd with mutual TLS and tokens made by
+# `ferry token create`.
+ferry_test(e2e/secure_cli_test.cc ferry_e2e_support ferry_proto
+           ferry_tls_testing)
+ferry_e2e_binaries(secure_cli_test)
