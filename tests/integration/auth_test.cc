@@ -222,6 +222,7 @@ TEST_F(AuthTest, EveryRpcRefusesMissingUnknownWrongRoleAndOutOfScopeTokens) {
     options.queues = {"q"};
     options.initial_credits = 10;
     options.token = token;
+    options.hello_may_fail = true;
     TestWorker worker(channel(), options);
     grpc::Status status = worker.AwaitEnd();
     if (worker.Pending(v1::ServerMessage::kAssignment) > 0) {
