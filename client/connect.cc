@@ -1,13 +1,6 @@
 #include "client/connect.h"
 
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-
 #include <cstdlib>
-#include <ctime>
 #include <memory>
 #include <string>
 #include <utility>
@@ -19,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "auth/certificates.h"
 #include "base/read_file.h"
 #include "base/status_macros.h"
 #include "grpcpp/create_channel.h"
@@ -119,70 +113,6 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& file,
 
 // -------------------------------------------------------- certificates
 
-struct Free {
-  void operator()(BIO* p) const { BIO_free(p); }
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-template <typename T>
-using Ptr = std::unique_ptr<T, Free>;
-
-// libcrypto keeps errors in a per-thread queue; gRPC (built on the same
-// library on Debian) reads it too. Leave it as found.
-struct ClearCryptoErrors {
-  ~ClearCryptoErrors() { ERR_clear_error(); }
-};
-
-Ptr<BIO> MemoryBio(const std::string& text) {
-  return Ptr<BIO>(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-}
-
-// "2026-01-02 15:04:05 UTC"; "?" if it cannot be read.
-std::string FormatAsn1Time(const ASN1_TIME* time) {
-  std::tm tm = {};
-  if (time == nullptr || ASN1_TIME_to_tm(time, &tm) != 1) return "?";
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC",
-                          absl::FromTM(tm, absl::UTCTimeZone()),
-                          absl::UTCTimeZone());
-}
-
-// The certificates in the PEM text of `file`; an error if there are none.
-absl::StatusOr<std::vector<Ptr<X509>>> ParseCertificates(
-    const std::string& file, const std::string& pem) {
-  ClearCryptoErrors clear;
-  std::vector<Ptr<X509>> certs;
-  Ptr<BIO> bio = MemoryBio(pem);
-  while (bio != nullptr) {
-    X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
-    if (cert == nullptr) break;
-    certs.emplace_back(cert);
-  }
-  if (certs.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file, " is not a PEM certificate"));
-  }
-  return certs;
-}
-
-// Why `cert` is not valid now, or OK. `what` names it ("client certificate
-// FILE").
-absl::Status CheckValidNow(X509* cert, absl::string_view what) {
-  if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " is not valid yet (from ",
-                     FormatAsn1Time(X509_get0_notBefore(cert)), ")"));
-  }
-  if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has expired (on ",
-                     FormatAsn1Time(X509_get0_notAfter(cert)), ")"));
-  }
-  return absl::OkStatus();
-}
-
-// Never asks for a passphrase (libcrypto would read it from the terminal).
-int NoPassphrase(char*, int, int, void*) { return -1; }
-
 // The PEM texts SslCredentials wants, read from the files and checked.
 struct TlsFiles {
   std::string ca;
@@ -206,46 +136,12 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const ConnectOptions& o,
   TlsFiles files;
   if (!o.tls()) return files;
   FERRY_ASSIGN_OR_RETURN(files.ca, ReadNamedFile(o.tls_ca, labels.ca));
-  {
-    FERRY_ASSIGN_OR_RETURN(std::vector<Ptr<X509>> cas,
-                           ParseCertificates(o.tls_ca, files.ca));
-    // One expired CA in a bundle is fine; a bundle of only expired ones
-    // can verify nothing.
-    absl::Status last;
-    for (const Ptr<X509>& ca : cas) {
-      last = CheckValidNow(ca.get(), absl::StrCat("CA certificate ", o.tls_ca));
-      if (last.ok()) break;
-    }
-    FERRY_RETURN_IF_ERROR(last);
-  }
+  FERRY_RETURN_IF_ERROR(CheckCaBundle(o.tls_ca, files.ca));
   if (o.tls_cert.empty()) return files;
-
   FERRY_ASSIGN_OR_RETURN(files.cert, ReadNamedFile(o.tls_cert, labels.cert));
   FERRY_ASSIGN_OR_RETURN(files.key, ReadNamedFile(o.tls_key, labels.key));
-  FERRY_ASSIGN_OR_RETURN(std::vector<Ptr<X509>> chain,
-                         ParseCertificates(o.tls_cert, files.cert));
-  FERRY_RETURN_IF_ERROR(CheckValidNow(
-      chain.front().get(), absl::StrCat("client certificate ", o.tls_cert)));
-  ClearCryptoErrors clear;
-  Ptr<BIO> bio = MemoryBio(files.key);
-  Ptr<EVP_PKEY> key(
-      bio == nullptr
-          ? nullptr
-          : PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
-  if (key == nullptr) {
-    if (absl::StrContains(files.key, "ENCRYPTED")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "key ", o.tls_key,
-          " is encrypted; give it unencrypted (protect it by its file's "
-          "permissions)"));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat(o.tls_key, " is not a PEM private key"));
-  }
-  if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "key ", o.tls_key, " does not match certificate ", o.tls_cert));
-  }
+  FERRY_RETURN_IF_ERROR(CheckCertificateAndKey(
+      o.tls_cert, files.cert, o.tls_key, files.key, "client certificate"));
   return files;
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "auth/certificates.h"
 #include "base/log_format.h"
+#include "base/read_file.h"
 #include "base/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -57,24 +58,32 @@ bool IsLoopback(const std::string& listen) {
 // files are checked here first: gRPC would accept bad ones and fail every
 // handshake with a message that does not say which file is wrong.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
-    const TlsOptions& tls, absl::Time now) {
+    const TlsOptions& tls) {
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   if (tls.cert.empty() || tls.key.empty()) {
     return absl::InvalidArgumentError(
         "--tls_cert and --tls_key go together: the certificate chain and "
         "its private key");
   }
-  absl::StatusOr<CertificateInfo> info =
-      CheckCertificateAndKey(tls.cert, tls.key, now);
-  if (!info.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls_cert/--tls_key: ", info.status().message()));
+  // The files as read now; gRPC's watcher reads them again itself.
+  absl::StatusOr<std::string> cert = ReadFileToString(tls.cert);
+  absl::StatusOr<std::string> key = ReadFileToString(tls.key);
+  for (const absl::StatusOr<std::string>* file : {&cert, &key}) {
+    if (!file->ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls_cert/--tls_key: ", file->status().message()));
+    }
   }
-  const absl::Duration left = info->not_after - now;
-  if (left < absl::Hours(24 * 14)) {
-    spdlog::warn("TLS certificate expires soon subject={} not_after={}",
-                 LogValue(info->subject),
-                 absl::FormatTime(info->not_after, absl::UTCTimeZone()));
+  if (absl::Status s =
+          CheckCertificateAndKey(tls.cert, *cert, tls.key, *key, "certificate");
+      !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert/--tls_key: ", s.message()));
+  }
+  if (CertificateExpiresWithin(*cert, 14 * 24 * 3600)) {
+    spdlog::warn("TLS certificate expires soon subject={} not_after=\"{}\"",
+                 LogValue(CertificateSubject(*cert)),
+                 CertificateNotAfter(*cert));
   }
   const unsigned refresh_s = static_cast<unsigned>(
       std::max<int64_t>(1, absl::ToInt64Seconds(tls.refresh)));
@@ -84,7 +93,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
         std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
             tls.key, tls.cert, refresh_s);
   } else {
-    if (absl::Status s = CheckCaFile(tls.client_ca); !s.ok()) {
+    absl::StatusOr<std::string> ca = ReadFileToString(tls.client_ca);
+    absl::Status s = ca.ok() ? CheckCaBundle(tls.client_ca, *ca) : ca.status();
+    if (!s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--tls_client_ca: ", s.message()));
     }
@@ -101,9 +112,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
     options.set_cert_request_type(
         GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   }
-  spdlog::info("TLS on subject={} not_after={} client_certificates={}",
-               LogValue(info->subject),
-               absl::FormatTime(info->not_after, absl::UTCTimeZone()),
+  spdlog::info("TLS on subject={} not_after=\"{}\" client_certificates={}",
+               LogValue(CertificateSubject(*cert)), CertificateNotAfter(*cert),
                tls.client_ca.empty() ? "not asked" : "required");
   return grpc::experimental::TlsServerCredentials(options);
 }
@@ -131,7 +141,7 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
         "on 127.0.0.1, or pass --allow_insecure on a trusted network"));
   }
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-      Credentials(opts.tls, clock->Now());
+      Credentials(opts.tls);
   if (!credentials.ok()) return credentials.status();
   if (opts.auth_tokens.empty()) {
     server->access_ = std::make_unique<Access>();
