@@ -46,7 +46,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/flags_usage.h"
-#include "client/connect.h"
+#include "client/connect_flags.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "ferry/v1/workers.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -75,20 +75,6 @@ ABSL_FLAG(bool, fill, true,
           "backlog: queue the backlog first; false reuses --queue as it is.");
 ABSL_FLAG(bool, json, false, "Print one JSON object per result.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Give up after this.");
-ABSL_FLAG(std::string, tls_ca, "",
-          "Use TLS, trusting this CA (PEM) for ferryd's certificate. "
-          "Default: $FERRY_TLS_CA.");
-ABSL_FLAG(std::string, tls_cert, "",
-          "Client certificate (PEM) for mutual TLS, with --tls_key. Default: "
-          "$FERRY_TLS_CERT.");
-ABSL_FLAG(std::string, tls_key, "",
-          "Private key (PEM) of --tls_cert. Default: $FERRY_TLS_KEY.");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "The name in ferryd's certificate, if not the host of --broker. "
-          "Default: $FERRY_TLS_SERVER_NAME.");
-ABSL_FLAG(std::string, token_file, "",
-          "File holding the access token (needs roles submit and work). "
-          "Default: $FERRY_TOKEN, else the file $FERRY_TOKEN_FILE.");
 
 namespace ferry {
 namespace {
@@ -666,14 +652,8 @@ int main(int argc, char** argv) {
       "Modes: e2e, submit, drain, latency, backlog, streams.",
       __FILE__);
   absl::ParseCommandLine(argc, argv);
-  ferry::ConnectFlags connect;
-  connect.tls_ca = absl::GetFlag(FLAGS_tls_ca);
-  connect.tls_cert = absl::GetFlag(FLAGS_tls_cert);
-  connect.tls_key = absl::GetFlag(FLAGS_tls_key);
-  connect.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
-  connect.token_file = absl::GetFlag(FLAGS_token_file);
   absl::StatusOr<ferry::ConnectOptions> resolved =
-      ferry::ResolveConnectOptions(connect);
+      ferry::ConnectOptionsFromFlags();
   if (!resolved.ok()) {
     std::fprintf(stderr, "ferry-bench: %s\n",
                  std::string(resolved.status().message()).c_str());

@@ -20,7 +20,7 @@
 #include "base/log_format.h"
 #include "base/read_file.h"
 #include "base/status_macros.h"
-#include "client/connect.h"
+#include "client/connect_flags.h"
 #include "proto/names.h"
 #include "worker/command_handler.h"
 #include "worker/worker.h"
@@ -49,20 +49,6 @@ ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "long before SIGKILL.");
 ABSL_FLAG(std::string, worker_id, "",
           "This worker's id (default <hostname>-<pid>).");
-ABSL_FLAG(std::string, tls_ca, "",
-          "Use TLS, trusting this CA (PEM) for ferryd's certificate. "
-          "Default: $FERRY_TLS_CA.");
-ABSL_FLAG(std::string, tls_cert, "",
-          "Client certificate (PEM) for mutual TLS, with --tls_key. Default: "
-          "$FERRY_TLS_CERT.");
-ABSL_FLAG(std::string, tls_key, "",
-          "Private key (PEM) of --tls_cert. Default: $FERRY_TLS_KEY.");
-ABSL_FLAG(std::string, tls_server_name, "",
-          "The name in ferryd's certificate, if not the host of --broker. "
-          "Default: $FERRY_TLS_SERVER_NAME.");
-ABSL_FLAG(std::string, token_file, "",
-          "File holding the access token (role work, scoped to --queues). "
-          "Default: $FERRY_TOKEN, else the file $FERRY_TOKEN_FILE.");
 ABSL_FLAG(std::string, log_level, "info",
           "trace, debug, info, warn, error or off. SPDLOG_LEVEL overrides.");
 
@@ -115,13 +101,7 @@ absl::Status WorkerOptionsFromFlags(WorkerOptions& options) {
     FERRY_RETURN_IF_ERROR(ValidateName("worker_id", options.worker_id));
   }
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
-  ConnectFlags connect;
-  connect.tls_ca = absl::GetFlag(FLAGS_tls_ca);
-  connect.tls_cert = absl::GetFlag(FLAGS_tls_cert);
-  connect.tls_key = absl::GetFlag(FLAGS_tls_key);
-  connect.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
-  connect.token_file = absl::GetFlag(FLAGS_token_file);
-  FERRY_ASSIGN_OR_RETURN(options.connect, ResolveConnectOptions(connect));
+  FERRY_ASSIGN_OR_RETURN(options.connect, ConnectOptionsFromFlags());
   return absl::OkStatus();
 }
 
