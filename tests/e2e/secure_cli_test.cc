@@ -49,7 +49,7 @@ class SecureCliTest : public ::testing::Test {
             FERRYD_PATH,
             {"--db=" + Path("ferry.db"), "--tls_cert=" + pki_.server_cert,
              "--tls_key=" + pki_.server_key, "--tls_client_ca=" + pki_.ca,
-             "--auth_tokens=" + tokens_},
+             "--auth_tokens=" + tokens_, "--log_level=trace"},
             &address_));
   }
 
@@ -176,6 +176,87 @@ TEST_F(SecureCliTest, WithoutTlsOrTheClientCertificateItIsUnreachable) {
                               "--token_file", reader_, "queues"});
   EXPECT_EQ(no_cert.code, 4) << no_cert.all;
   EXPECT_THAT(no_cert.all, HasSubstr("client certificate"));
+}
+
+TEST_F(SecureCliTest, NoSecretReachesAnyOutputEvenAtTraceLevel) {
+  const std::string canary = "ferry_CANARY" + std::string(37, 'x');
+  // ferry with an unknown token from the environment: refused.
+  std::string out, all;
+  Subprocess::Options env;
+  env.env = {"FERRY_TOKEN=" + canary};
+  std::vector<std::string> argv = {FERRY_PATH};
+  std::vector<std::string> tls = TlsFlags();
+  argv.insert(argv.end(), tls.begin(), tls.end());
+  argv.insert(argv.end(), {"--json", "queues"});
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      int code, RunCommand(argv, env, kCommandTimeout, &out, &all));
+  EXPECT_EQ(code, 1) << all;
+  EXPECT_THAT(all, Not(HasSubstr("CANARY")));
+
+  // ferry-worker at trace level with the same token: refused, says so.
+  std::vector<std::string> worker_argv = {FERRY_WORKER_PATH};
+  worker_argv.insert(worker_argv.end(), tls.begin(), tls.end());
+  worker_argv.insert(worker_argv.end(),
+                     {"--queues=secure", "--log_level=trace", "--", "cat"});
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subprocess> worker,
+                             Subprocess::Start(worker_argv, env));
+  EXPECT_THAT(worker->WaitForLine("UNAUTHENTICATED", kStartTimeout), IsOk())
+      << worker->Output();
+  worker->Signal(SIGTERM);
+  EXPECT_THAT(worker->Wait(kStartTimeout), IsOk());
+  EXPECT_THAT(worker->Output(), Not(HasSubstr("CANARY")));
+
+  // Real tokens used, accepted and refused: in no output either.
+  Ferry({"--token_file", submitter_, "submit", "secure", "--payload", "x"});
+  Ferry({"--token_file", reader_, "pause", "secure"});
+  EXPECT_THAT(ferryd_->WaitForLine("call refused", kStartTimeout), IsOk());
+  const std::string log = ferryd_->Output();
+  EXPECT_THAT(log, Not(HasSubstr("CANARY")));
+  for (const std::string* file : {&submitter_, &reader_, &worker_}) {
+    std::string secret;
+    std::ifstream(*file) >> secret;
+    ASSERT_FALSE(secret.empty());
+    EXPECT_THAT(log, Not(HasSubstr(secret)));
+    EXPECT_THAT(worker->Output(), Not(HasSubstr(secret)));
+  }
+}
+
+// The documented set-up (docs/operations.md, Security): deploy/make-certs.sh
+// makes the CA, ferryd's certificate and a client's; a ferryd on them with
+// mutual TLS answers a ferry that trusts the CA.
+TEST_F(SecureCliTest, MakeCertsScriptMakesWorkingCertificates) {
+  const std::string pki = Path("made");
+  const std::string script = FERRY_SOURCE_DIR "/deploy/make-certs.sh";
+  std::string out, all;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      int code, RunCommand({script, pki, "server", "localhost", "127.0.0.1"},
+                           {}, kCommandTimeout, &out, &all));
+  ASSERT_EQ(code, 0) << all;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      code, RunCommand({script, pki, "client", "worker-7"}, {}, kCommandTimeout,
+                       &out, &all));
+  ASSERT_EQ(code, 0) << all;
+  std::string address;
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> ferryd,
+      StartFerryd(
+          FERRYD_PATH,
+          {"--db=" + Path("made.db"), "--tls_cert=" + pki + "/server.crt",
+           "--tls_key=" + pki + "/server.key",
+           "--tls_client_ca=" + pki + "/ca.crt", "--auth_tokens=" + tokens_},
+          &address));
+  CliRun run = FerryAsIs({"--broker=" + address, "--tls_ca=" + pki + "/ca.crt",
+                          "--tls_cert=" + pki + "/worker-7.crt",
+                          "--tls_key=" + pki + "/worker-7.key", "--token_file",
+                          reader_, "queues"});
+  EXPECT_EQ(run.code, 0) << run.all;
+  // And by the name in the certificate rather than the address.
+  run = FerryAsIs({"--broker=" + address, "--tls_ca=" + pki + "/ca.crt",
+                   "--tls_server_name=localhost",
+                   "--tls_cert=" + pki + "/worker-7.crt",
+                   "--tls_key=" + pki + "/worker-7.key", "--token_file",
+                   reader_, "queues"});
+  EXPECT_EQ(run.code, 0) << run.all;
 }
 
 }  // namespace
