@@ -892,6 +892,20 @@ void PrintCommandUsage(const Command& command, std::ostream& out) {
       << FlagHelp(command.flags) << command.details;
 }
 
+// "token" alone names the group of "token ..." commands: their usage, one
+// after the other. False if `name` is no such group.
+bool PrintGroupUsage(absl::string_view name, std::ostream& out) {
+  const std::string prefix = absl::StrCat(name, " ");
+  bool any = false;
+  for (const Command& command : Commands()) {
+    if (!absl::StartsWith(command.name, prefix)) continue;
+    if (any) out << "\n";
+    PrintCommandUsage(command, out);
+    any = true;
+  }
+  return any;
+}
+
 // The command's name at args[*next]: "token create" takes two words, and
 // `*next` is then left at the second.
 std::string CommandName(const std::vector<std::string>& args, size_t* next) {
@@ -1008,6 +1022,7 @@ int RunCli(const std::vector<std::string>& args,
     const std::string name = CommandName(args, &next);
     const Command* command = FindCommand(name);
     if (command == nullptr) {
+      if (PrintGroupUsage(name, out)) return kExitOk;
       err << "ferry: unknown command " << name << "\n";
       return kExitUsage;
     }
@@ -1017,6 +1032,13 @@ int RunCli(const std::vector<std::string>& args,
   const std::string name = CommandName(args, &next);
   const Command* command = FindCommand(name);
   if (command == nullptr) {
+    // "ferry token --help": the group's commands; "ferry token": the same,
+    // as a usage error.
+    const bool help = next + 1 < args.size() &&
+                      (args[next + 1] == "--help" || args[next + 1] == "-h");
+    if (PrintGroupUsage(name, help ? out : err)) {
+      return help ? kExitOk : kExitUsage;
+    }
     err << "ferry: unknown command \"" << name << "\"\n";
     PrintUsage(err);
     return kExitUsage;

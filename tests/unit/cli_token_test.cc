@@ -236,10 +236,20 @@ TEST_F(CliTokenTest, RevokingAnUnknownTokenExitsThreeUnchanged) {
 }
 
 TEST_F(CliTokenTest, TokenWithoutASubcommandIsAUsageError) {
-  EXPECT_THAT(Ferry({"token"}), ExitsWith(2, "unknown command \"token\""));
+  // The token commands' usage, on stderr, exit 2.
+  CliRun bare = Ferry({"token"});
+  EXPECT_EQ(bare.code, 2);
+  EXPECT_EQ(bare.out, "");
+  EXPECT_THAT(bare.all, HasSubstr("Usage: ferry token create NAME"));
+  EXPECT_THAT(bare.all, HasSubstr("Usage: ferry token revoke NAME"));
+  // Asked for: on stdout, exit 0, as `ferry help token`.
+  CliRun help = Ferry({"token", "--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_THAT(help.out, HasSubstr("Usage: ferry token list"));
+  EXPECT_EQ(Ferry({"help", "token"}).out, help.out);
   EXPECT_THAT(Ferry({"token", "frob"}),
               ExitsWith(2, "unknown command \"token frob\""));
-  CliRun help = Ferry({"help", "token", "create"});
+  help = Ferry({"help", "token", "create"});
   EXPECT_EQ(help.code, 0) << help.all;
   EXPECT_THAT(help.out, HasSubstr("Usage: ferry token create NAME [options]"));
   EXPECT_THAT(help.out, HasSubstr("--roles R[,R]"));
