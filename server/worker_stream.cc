@@ -154,6 +154,14 @@ absl::Status WorkerStream::HandleInSession(uint64_t session,
         return absl::InvalidArgumentError(absl::StrCat(
             "a Heartbeat may name at most ", kMaxHeldLeases, " leases"));
       }
+      for (const std::string& token : msg.heartbeat().lease_tokens()) {
+        FERRY_RETURN_IF_ERROR(
+            CheckLeaseScope(*broker_, caller_, token, "Heartbeat"));
+      }
+      for (const v1::ProgressUpdate& update : msg.heartbeat().progress()) {
+        FERRY_RETURN_IF_ERROR(CheckLeaseScope(
+            *broker_, caller_, update.lease_token(), "Heartbeat"));
+      }
       broker_->Heartbeat(session, FromProto(msg.heartbeat()));
       return absl::OkStatus();
     case v1::WorkerMessage::kBatch:
@@ -170,6 +178,8 @@ absl::Status WorkerStream::HandleInSession(uint64_t session,
           Outcome outcome,
           OutcomeFromResult(msg.result(),
                             broker_->options().policy.max_payload_bytes));
+      FERRY_RETURN_IF_ERROR(CheckLeaseScope(
+          *broker_, caller_, msg.result().lease_token(), "Result"));
       broker_->Complete(session, msg.result().lease_token(), std::move(outcome),
                         msg.result().credits());
       return absl::OkStatus();
@@ -202,6 +212,8 @@ absl::Status WorkerStream::Hello(const v1::Hello& hello) {
   accepts_batches_.store(hello.accepts_batches());
   std::vector<HeldLease> held;
   for (const v1::HeldLease& lease : hello.held_leases()) {
+    FERRY_RETURN_IF_ERROR(CheckLeaseScope(
+        *broker_, caller_, lease.lease_token(), "Hello.held_leases"));
     int64_t job_id = 0;
     if (!lease.job_id().empty()) {
       absl::StatusOr<int64_t> id = ParseJobId(lease.job_id());

@@ -89,12 +89,12 @@ absl::StatusOr<Outcome> OutcomeFromResult(const v1::Result& result,
   }
 }
 
-absl::Status WorkersService::CheckLease(const Caller& caller,
-                                        const std::string& token) {
+absl::Status CheckLeaseScope(Broker& broker, const Caller& caller,
+                             const std::string& token, absl::string_view what) {
   if (!caller.Scoped()) return absl::OkStatus();
-  const std::optional<std::string> queue = broker_->LeaseQueue(token);
+  const std::optional<std::string> queue = broker.LeaseQueue(token);
   if (!queue.has_value()) return absl::OkStatus();
-  return caller.CheckQueue(*queue, "lease_token");
+  return caller.CheckQueue(*queue, what);
 }
 
 grpc::ServerBidiReactor<v1::WorkerMessage, v1::ServerMessage>*
@@ -165,7 +165,9 @@ grpc::ServerUnaryReactor* WorkersService::Heartbeat(
   if (request->lease_token().empty()) {
     return Finish(ctx, absl::InvalidArgumentError("lease_token is required"));
   }
-  if (absl::Status s = CheckLease(*caller, request->lease_token()); !s.ok()) {
+  if (absl::Status s = CheckLeaseScope(*broker_, *caller,
+                                       request->lease_token(), "lease_token");
+      !s.ok()) {
     return Finish(ctx, s);
   }
   std::optional<Progress> progress;
@@ -194,7 +196,9 @@ grpc::ServerUnaryReactor* WorkersService::Complete(
   absl::StatusOr<Outcome> outcome = OutcomeFromResult(
       request->result(), broker_->options().policy.max_payload_bytes);
   if (!outcome.ok()) return Finish(ctx, outcome.status());
-  if (absl::Status s = CheckLease(*caller, request->result().lease_token());
+  if (absl::Status s =
+          CheckLeaseScope(*broker_, *caller, request->result().lease_token(),
+                          "result.lease_token");
       !s.ok()) {
     return Finish(ctx, s);
   }

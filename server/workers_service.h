@@ -29,14 +29,16 @@ class WorkersService final : public v1::Workers::CallbackService {
                                      v1::CompleteResponse* response) override;
 
  private:
-  // For a caller limited to some queues, the job leased under `token` must
-  // be in one of them (PERMISSION_DENIED if not). An unknown lease passes:
-  // the broker answers for it.
-  absl::Status CheckLease(const Caller& caller, const std::string& token);
-
   Broker* const broker_;
   Access* const access_;
 };
+
+// For a caller limited to some queues, the job leased under `token` must
+// be in one of them: PERMISSION_DENIED naming `what` if not. An unknown
+// lease passes (the broker answers for it). Stream and unary alike: a
+// lease token must not let a worker reach into another queue.
+absl::Status CheckLeaseScope(Broker& broker, const Caller& caller,
+                             const std::string& token, absl::string_view what);
 
 // Checks a Result (stream or unary) and turns it into an Outcome. An output
 // over the payload limit becomes a non-retryable failure that says so, so

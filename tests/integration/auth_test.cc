@@ -351,6 +351,48 @@ TEST_F(AuthTest, ScopedTokenWorksInItsQueues) {
                        HasSubstr("token emails may not use queue q")));
 }
 
+TEST_F(AuthTest, ScopedWorkerCannotReachIntoAnotherQueueWithALeaseToken) {
+  // A job of q, leased by a unary call (no live stream holds it), its
+  // lease token leaked to a worker whose token only covers emails*.
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "secret payload"));
+  v1::LeaseRequest lease;
+  lease.set_worker_id("unary-1");
+  lease.add_queues("q");
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::LeaseResponse leased,
+                             Call(workers(), &v1::Workers::Stub::Lease, lease));
+  ASSERT_EQ(leased.assignments_size(), 1);
+  const std::string token = leased.assignments(0).lease_token();
+  const std::string before = State();
+
+  TestWorkerOptions options;
+  options.worker_id = "unary-1";  // even under the holder's worker id
+  options.queues = {"emails"};
+  options.token = secrets_["emails"];
+  options.held_leases = {{job.id(), token}};
+  std::unique_ptr<TestWorker> claims = Connect(options);
+  EXPECT_THAT(FromGrpcStatus(claims->AwaitEnd()),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("Hello.held_leases: token emails may not use "
+                                 "queue q")));
+
+  options.held_leases.clear();
+  std::unique_ptr<TestWorker> forges = Connect(options);
+  ASSERT_TRUE(forges->Sync());
+  forges->Succeed(token, "forged");
+  EXPECT_THAT(FromGrpcStatus(forges->AwaitEnd()),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("Result: token emails may not use queue q")));
+
+  std::unique_ptr<TestWorker> beats = Connect(options);
+  ASSERT_TRUE(beats->Sync());
+  beats->Heartbeat({token});
+  EXPECT_THAT(FromGrpcStatus(beats->AwaitEnd()),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       HasSubstr("Heartbeat: token emails may not use")));
+  Settle();
+  EXPECT_EQ(State(), before);
+}
+
 TEST_F(AuthTest, ReloadRevokesAndAddsTokens) {
   v1::QueueStatsRequest stats;
   const std::string reader = secrets_["reader"];
