@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <cstring>
@@ -46,6 +47,21 @@ inline absl::StatusOr<std::vector<std::string>> InitDaemon(
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   FERRY_RETURN_IF_ERROR(ConfigureLogging(absl::GetFlag(log_level)));
   return std::vector<std::string>(rest.begin() + 1, rest.end());
+}
+
+// Raises the soft limit on open files to the hard limit (systemd's
+// LimitNOFILE, or the shell's ulimit -Hn): every connection is a file, and
+// a soft limit of 1024 is reached by a few hundred idle clients. Returns
+// the soft limit now in force.
+inline uint64_t RaiseOpenFilesLimit() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    struct rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return static_cast<uint64_t>(limit.rlim_cur);
 }
 
 // SIGTERM and SIGINT, the signals that stop a daemon. The constructor

@@ -64,8 +64,10 @@ case "$kind" in
       fi
     done
     san=$(IFS=,; echo "${sans[*]}")
+    # clientAuth too: under mutual TLS ferryd checks its own listener with
+    # this certificate.
     sign server "$1" "subjectAltName=$san
-extendedKeyUsage=serverAuth
+extendedKeyUsage=serverAuth,clientAuth
 keyUsage=critical,digitalSignature"
     ;;
   client)

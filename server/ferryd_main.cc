@@ -1,8 +1,11 @@
 // ferryd: the Ferry broker. Parses flags, opens the store, serves until
 // SIGTERM or SIGINT, then shuts down gracefully.
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -76,6 +79,12 @@ ABSL_FLAG(std::string, queue_config, "",
 ABSL_FLAG(bool, integrity_check, true,
           "Check the database (PRAGMA quick_check) at start and refuse a "
           "damaged one.");
+ABSL_FLAG(absl::Duration, listener_probe_interval, absl::Seconds(10),
+          "How often ferryd checks, over a new connection to itself, that it "
+          "still accepts connections; after 3 failed checks in a row it "
+          "reports NOT_SERVING and exits 1 for its supervisor to restart it "
+          "(gRPC 1.51 stops accepting for good once it ran out of file "
+          "descriptors). 0 turns the check off.");
 ABSL_FLAG(int64_t, max_worker_sessions, 10000,
           "Most worker streams (Workers.Connect) open at once; past it a "
           "worker's Hello is refused with RESOURCE_EXHAUSTED.");
@@ -143,6 +152,10 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
   }
+  if (options.listener_probe_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--listener_probe_interval must be >= 0 (0: no checks)");
+  }
   if (options.tls.refresh < absl::Seconds(1)) {
     return absl::InvalidArgumentError("--tls_refresh must be at least 1s");
   }
@@ -194,6 +207,8 @@ int Run(int argc, char** argv) {
   options.tls.refresh = absl::GetFlag(FLAGS_tls_refresh);
   options.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
   options.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
+  options.listener_probe_interval =
+      absl::GetFlag(FLAGS_listener_probe_interval);
   SqliteOptions sqlite;
   sqlite.path = absl::GetFlag(FLAGS_db);
   sqlite.check_integrity = absl::GetFlag(FLAGS_integrity_check);
@@ -205,6 +220,13 @@ int Run(int argc, char** argv) {
   const StopSignals signals(/*reload=*/true);
 
   RouteProtobufLogs(SystemClock::Get());
+  spdlog::info("open files limit={}", RaiseOpenFilesLimit());
+  // Set by the listener probe: the listener is dead, stop and exit 1.
+  std::atomic<bool> listener_lost{false};
+  options.on_listener_lost = [&listener_lost] {
+    listener_lost.store(true);
+    kill(getpid(), SIGTERM);
+  };
   // What ferryd creates (the database's directory, the file, its WAL and
   // lock files, later backups) is its own: they hold every payload.
   umask(077);
@@ -239,6 +261,10 @@ int Run(int argc, char** argv) {
   (*server)->Shutdown();
   server->reset();
   store->reset();
+  if (listener_lost.load()) {
+    spdlog::error("stopped: the listener no longer accepted connections");
+    return kExitFailure;
+  }
   spdlog::info("stopped");
   return 0;
 }

@@ -10,8 +10,10 @@
 #include "base/log_format.h"
 #include "base/read_file.h"
 #include "base/status_macros.h"
+#include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
@@ -45,6 +47,29 @@ class NoReflection final : public grpc::ServerBuilderOption {
         plugins->end());
   }
 };
+
+// Whether a new connection to `target` gets an answer within `timeout`:
+// the channel becomes READY, or fails its handshake (with mutual TLS the
+// probe has no client certificate: refused, but answered). A listener that
+// no longer accepts leaves the connection in the kernel's backlog with no
+// answer: still CONNECTING at the deadline.
+bool ListenerAnswers(const std::string& target,
+                     const std::shared_ptr<grpc::ChannelCredentials>& creds,
+                     absl::Duration timeout) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(target, creds, args);
+  const auto deadline =
+      std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout);
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY &&
+         state != GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    if (!channel->WaitForStateChange(state, deadline)) return false;
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
+  return true;
+}
 
 // Whether clients on other machines can reach `listen` (host:port).
 bool IsLoopback(const std::string& listen) {
@@ -206,6 +231,9 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   if (opts.tick_interval > absl::ZeroDuration()) {
     server->ticker_ = std::thread([s = server.get()] { s->TickerLoop(); });
   }
+  if (opts.listener_probe_interval > absl::ZeroDuration()) {
+    server->prober_ = std::thread([s = server.get()] { s->ProbeLoop(); });
+  }
   return server;
 }
 
@@ -221,18 +249,75 @@ absl::Status FerryServer::ReloadTokens() {
   return absl::OkStatus();
 }
 
+bool FerryServer::WaitForStop(absl::Duration d) {
+  // Waits on real time: the ticker and the probe run only with the system
+  // clock.
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&stopping_), d);
+  return stopping_;
+}
+
 void FerryServer::TickerLoop() {
   while (true) {
     const absl::Duration wait =
         std::clamp(broker_->NextTickTime() - clock_->Now(),
                    absl::ZeroDuration(), options_.tick_interval);
-    {
-      // Waits on real time: the ticker runs only with the system clock.
-      absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), wait);
-      if (stopping_) return;
-    }
+    if (WaitForStop(wait)) return;
     broker_->Tick();
+  }
+}
+
+void FerryServer::ProbeLoop() {
+  // The address a client would dial (a wildcard listen is probed on
+  // loopback), over a new connection each time: an open one would not
+  // show whether new connections are still accepted.
+  std::string host = address_.substr(0, address_.rfind(':'));
+  if (host == "0.0.0.0" || host == "[::]" || host.empty()) {
+    host = host == "[::]" ? "[::1]" : "127.0.0.1";
+  }
+  const std::string target = absl::StrCat(host, ":", port_);
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options_.tls.enabled()) {
+    // Only that the port accepts and speaks TLS matters here, not who it
+    // is: no verification (and no token: health needs none). Under mutual
+    // TLS the probe shows ferryd's own certificate, which the client CA
+    // accepts if it signed it for client use too (make-certs.sh does);
+    // else the handshake is refused, which still proves the listener
+    // answers, but gRPC logs the refusal.
+    grpc::experimental::TlsChannelCredentialsOptions o;
+    o.set_verify_server_certs(false);
+    o.set_check_call_host(false);
+    if (!options_.tls.client_ca.empty()) {
+      o.set_certificate_provider(
+          std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+              options_.tls.key, options_.tls.cert, 3600));
+      o.watch_identity_key_cert_pairs();
+    }
+    credentials = grpc::experimental::TlsCredentials(o);
+  }
+  int failures = 0;
+  while (!WaitForStop(options_.listener_probe_interval)) {
+    if (ListenerAnswers(target, credentials,
+                        options_.listener_probe_interval)) {
+      if (failures > 0) spdlog::info("listener accepts connections again");
+      spdlog::debug("listener probe ok address={}", target);
+      failures = 0;
+      continue;
+    }
+    ++failures;
+    spdlog::warn("listener probe failed address={} failures={} of {}", target,
+                 failures, options_.listener_probe_failures);
+    if (failures < options_.listener_probe_failures) continue;
+    spdlog::error(
+        "listener stopped accepting connections address={}; a known gRPC "
+        "1.51 failure after file descriptors ran out (CVE-2023-4785). "
+        "Reporting NOT_SERVING and stopping so that the supervisor restarts "
+        "ferryd (leases survive restarts); raise LimitNOFILE",
+        target);
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    if (options_.on_listener_lost) options_.on_listener_lost();
+    return;
   }
 }
 
@@ -256,6 +341,7 @@ void FerryServer::Shutdown() {
     stopping_ = true;
   }
   if (ticker_.joinable()) ticker_.join();
+  if (prober_.joinable()) prober_.join();
   server_->Wait();
   // Results accepted during the grace period are committed before we go,
   // and so is every write their callbacks start (a lease put back, say):

@@ -1,6 +1,7 @@
 #ifndef FERRY_SERVER_SERVER_H_
 #define FERRY_SERVER_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -52,6 +53,15 @@ struct ServerOptions {
   // On shutdown, how long workers get to send their last results before
   // streams are cut.
   absl::Duration shutdown_grace = absl::Seconds(10);
+  // How often ferryd checks, over a new connection to itself, that it still
+  // accepts connections (gRPC 1.51 stops accepting for good after running
+  // out of file descriptors once, CVE-2023-4785). After
+  // `listener_probe_failures` failed checks in a row it reports NOT_SERVING
+  // and calls `on_listener_lost`, so that its supervisor can restart it.
+  // Zero: no checks. Real time, like the ticker.
+  absl::Duration listener_probe_interval = absl::ZeroDuration();
+  int listener_probe_failures = 3;
+  std::function<void()> on_listener_lost;
 };
 
 // ferryd without main(): the broker, its services, health and reflection,
@@ -85,6 +95,9 @@ class FerryServer {
  private:
   FerryServer(const Clock* clock, Store* store, ServerOptions options);
   void TickerLoop();
+  void ProbeLoop();
+  // Waits up to `d` (real time) for Shutdown; true if it began.
+  bool WaitForStop(absl::Duration d);
 
   const Clock* const clock_;
   Store* const store_;
@@ -97,6 +110,7 @@ class FerryServer {
   int port_ = 0;
   std::string address_;
   std::thread ticker_;
+  std::thread prober_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -1,8 +1,12 @@
 // End to end: the real ferryd binary, killed with SIGKILL mid-traffic,
 // restarted on the same database; plus start-up refusals and SIGTERM.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -300,6 +304,67 @@ TEST_F(FerrydTest, DamagedJobsTableIsRefusedBeforeServing) {
   EXPECT_THAT(all, HasSubstr(db));
   EXPECT_THAT(all, HasSubstr("damaged"));
   EXPECT_THAT(all, Not(HasSubstr("listening")));
+}
+
+// Opens `count` TCP connections to `address` (host:port on 127.0.0.1) and
+// closes them; how many opened.
+int OpenAndCloseConnections(const std::string& address, int count) {
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      close(fd);
+      break;
+    }
+    fds.push_back(fd);
+  }
+  for (int fd : fds) close(fd);
+  return static_cast<int>(fds.size());
+}
+
+TEST_F(FerrydTest, ListenerDeadAfterRunningOutOfFilesIsReportedAndExitsOne) {
+  // gRPC 1.51 stops accepting for good once accept() failed with EMFILE
+  // (CVE-2023-4785). With 64 descriptors (and no room to raise them), 100
+  // idle connections are enough; ferryd's probe must notice and exit 1 so
+  // that its supervisor restarts it.
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> ferryd,
+      Subprocess::Start({"/usr/bin/prlimit", "--nofile=64:64", FERRYD_PATH,
+                         "--listen=127.0.0.1:0", "--db=" + Db(),
+                         "--listener_probe_interval=1s"}));
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::string line,
+      ferryd->WaitForLine("listening address=", absl::Seconds(30)));
+  const std::string address = line.substr(line.find("address=") + 8);
+  EXPECT_THAT(ferryd->Output(), HasSubstr("open files limit=64"));
+  EXPECT_GT(OpenAndCloseConnections(address, 100), 64);
+  FERRY_ASSERT_OK_AND_ASSIGN(int code, ferryd->Wait(absl::Seconds(60)));
+  EXPECT_EQ(code, 1) << ferryd->Output();
+  EXPECT_THAT(ferryd->Output(),
+              HasSubstr("listener stopped accepting connections"));
+}
+
+TEST_F(FerrydTest, ListenerProbeSucceedsOnAHealthyBrokerAndRaisesTheFileLimit) {
+  // Soft 256, hard 4096: ferryd raises the soft limit; its probe answers.
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> ferryd,
+      Subprocess::Start({"/usr/bin/prlimit", "--nofile=256:4096", FERRYD_PATH,
+                         "--listen=127.0.0.1:0", "--db=" + Db(),
+                         "--listener_probe_interval=1s", "--log_level=debug"}));
+  EXPECT_THAT(ferryd->WaitForLine("open files limit=4096", absl::Seconds(30)),
+              IsOk());
+  EXPECT_THAT(ferryd->WaitForLine("listener probe ok", absl::Seconds(30), 2),
+              IsOk())
+      << ferryd->Output();
+  EXPECT_THAT(ferryd->Output(), Not(HasSubstr("listener probe failed")));
+  ferryd->Signal(SIGTERM);
+  EXPECT_THAT(ferryd->Wait(absl::Seconds(30)), IsOkAndHolds(0));
 }
 
 TEST_F(FerrydTest, BadFlagIsAUsageError) {

@@ -34,6 +34,24 @@ struct ClientTls {
   std::string server_name;
 };
 
+ClientTls Trusting(std::string ca, std::string cert = "",
+                   std::string key = "") {
+  ClientTls tls;
+  tls.ca = std::move(ca);
+  tls.cert = std::move(cert);
+  tls.key = std::move(key);
+  return tls;
+}
+
+TlsOptions Serving(std::string cert, std::string key,
+                   std::string client_ca = "") {
+  TlsOptions tls;
+  tls.cert = std::move(cert);
+  tls.key = std::move(key);
+  tls.client_ca = std::move(client_ca);
+  return tls;
+}
+
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -98,63 +116,66 @@ class TlsTest : public ::testing::Test {
 };
 
 TEST_F(TlsTest, ClientsThatTrustTheCaGetThroughOthersDoNot) {
-  ASSERT_THAT(StartServer({pki_.server_cert, pki_.server_key}), IsOk());
-  EXPECT_THAT(Call(Channel({pki_.ca})), IsOk());
-  EXPECT_THAT(Call(Channel({pki_.other_ca})),
+  ASSERT_THAT(StartServer(Serving(pki_.server_cert, pki_.server_key)), IsOk());
+  EXPECT_THAT(Call(Channel(Trusting(pki_.ca))), IsOk());
+  EXPECT_THAT(Call(Channel(Trusting(pki_.other_ca))),
               StatusIs(absl::StatusCode::kUnavailable,
                        HasSubstr("certificate verify failed")));
-  EXPECT_THAT(Call(Channel({})), StatusIs(absl::StatusCode::kUnavailable));
-  ClientTls wrong_name{pki_.ca};
+  EXPECT_THAT(Call(Channel(ClientTls())),
+              StatusIs(absl::StatusCode::kUnavailable));
+  ClientTls wrong_name = Trusting(pki_.ca);
   wrong_name.server_name = "ferry.example.com";
   EXPECT_THAT(Call(Channel(wrong_name)),
               StatusIs(absl::StatusCode::kUnavailable));
 }
 
 TEST_F(TlsTest, MutualTlsNeedsAClientCertificateFromTheCa) {
-  TlsOptions tls{pki_.server_cert, pki_.server_key, pki_.ca};
+  TlsOptions tls = Serving(pki_.server_cert, pki_.server_key, pki_.ca);
   ASSERT_THAT(StartServer(tls), IsOk());
-  EXPECT_THAT(Call(Channel({pki_.ca, pki_.client_cert, pki_.client_key})),
-              IsOk());
-  EXPECT_THAT(Call(Channel({pki_.ca})),
+  EXPECT_THAT(
+      Call(Channel(Trusting(pki_.ca, pki_.client_cert, pki_.client_key))),
+      IsOk());
+  EXPECT_THAT(Call(Channel(Trusting(pki_.ca))),
               StatusIs(absl::StatusCode::kUnavailable));
-  EXPECT_THAT(Call(Channel({pki_.ca, pki_.expired_client_cert,
-                            pki_.expired_client_key})),
+  EXPECT_THAT(Call(Channel(Trusting(pki_.ca, pki_.expired_client_cert,
+                                    pki_.expired_client_key))),
               StatusIs(absl::StatusCode::kUnavailable));
   // A client certificate from another CA.
   absl::StatusOr<CertFiles> foreign =
       MakeCert(dir_.path(), "foreign-client", pki_.other_ca_files(), {},
                -absl::Hours(1), absl::Hours(24), /*is_client=*/true);
   ASSERT_THAT(foreign.status(), IsOk());
-  EXPECT_THAT(Call(Channel({pki_.ca, foreign->cert, foreign->key})),
+  EXPECT_THAT(Call(Channel(Trusting(pki_.ca, foreign->cert, foreign->key))),
               StatusIs(absl::StatusCode::kUnavailable));
 }
 
 TEST_F(TlsTest, BadFilesAreRefusedAtStartNamingThem) {
   EXPECT_THAT(
-      StartServer({pki_.expired_server_cert, pki_.expired_server_key}),
+      StartServer(Serving(pki_.expired_server_cert, pki_.expired_server_key)),
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr(absl::StrCat("certificate ", pki_.expired_server_cert,
                                       " has expired (on"))));
-  EXPECT_THAT(StartServer({pki_.server_cert, pki_.client_key}),
+  EXPECT_THAT(StartServer(Serving(pki_.server_cert, pki_.client_key)),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr(absl::StrCat("key ", pki_.client_key,
                                               " does not match certificate"))));
-  EXPECT_THAT(StartServer({pki_.server_key, pki_.server_key}),
+  EXPECT_THAT(StartServer(Serving(pki_.server_key, pki_.server_key)),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("is not a PEM certificate")));
-  EXPECT_THAT(StartServer({pki_.server_cert, ""}),
+  EXPECT_THAT(StartServer(Serving(pki_.server_cert, "")),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--tls_cert and --tls_key go together")));
-  TlsOptions bad_ca{pki_.server_cert, pki_.server_key, pki_.server_key};
+  TlsOptions bad_ca =
+      Serving(pki_.server_cert, pki_.server_key, pki_.server_key);
   EXPECT_THAT(StartServer(bad_ca), StatusIs(absl::StatusCode::kInvalidArgument,
                                             HasSubstr("--tls_client_ca")));
 }
 
 TEST_F(TlsTest, ChangedCertificateIsUsedForNewConnectionsOldOnesStay) {
-  TlsOptions tls{pki_.server_cert, pki_.server_key};
+  TlsOptions tls = Serving(pki_.server_cert, pki_.server_key);
   tls.refresh = absl::Seconds(1);
   ASSERT_THAT(StartServer(tls), IsOk());
-  std::shared_ptr<grpc::Channel> old_client = Channel({pki_.ca});
+  std::shared_ptr<grpc::Channel> old_client = Channel(Trusting(pki_.ca));
   ASSERT_THAT(Call(old_client), IsOk());
 
   // The operator renews the certificate in place, from another CA.
@@ -168,8 +189,9 @@ TEST_F(TlsTest, ChangedCertificateIsUsedForNewConnectionsOldOnesStay) {
 
   // gRPC's file watcher reads the files every `refresh`: poll (bounded)
   // until a new client that trusts only the new CA gets through.
-  EXPECT_TRUE(PollUntil([&] { return Call(Channel({pki_.other_ca})).ok(); },
-                        absl::Seconds(20), absl::Milliseconds(200)))
+  EXPECT_TRUE(
+      PollUntil([&] { return Call(Channel(Trusting(pki_.other_ca))).ok(); },
+                absl::Seconds(20), absl::Milliseconds(200)))
       << "the renewed certificate was never served";
   // The connection made before the change was not dropped.
   EXPECT_THAT(Call(old_client), IsOk());
