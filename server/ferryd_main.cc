@@ -85,6 +85,9 @@ ABSL_FLAG(absl::Duration, listener_probe_interval, absl::Seconds(10),
           "reports NOT_SERVING and exits 1 for its supervisor to restart it "
           "(gRPC 1.51 stops accepting for good once it ran out of file "
           "descriptors). 0 turns the check off.");
+ABSL_FLAG(int64_t, max_watchers, 100000,
+          "Most Watch and Wait calls open at once; past it they are refused "
+          "with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_worker_sessions, 10000,
           "Most worker streams (Workers.Connect) open at once; past it a "
           "worker's Hello is refused with RESOURCE_EXHAUSTED.");
@@ -142,6 +145,10 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   options.broker.retention = absl::GetFlag(FLAGS_retention);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.broker.max_sessions = absl::GetFlag(FLAGS_max_worker_sessions);
+  options.broker.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  if (options.broker.max_watchers < 1) {
+    return absl::InvalidArgumentError("--max_watchers must be >= 1");
+  }
   FERRY_RETURN_IF_ERROR(ValidatePolicy(policy, "--"));
   if (options.broker.max_sessions < 1) {
     return absl::InvalidArgumentError("--max_worker_sessions must be >= 1");

@@ -22,6 +22,10 @@
 namespace ferry {
 namespace {
 
+// Updates of one job waiting to be written on a Watch stream whose client
+// does not read, at most; then the newest replaces the last.
+constexpr size_t kMaxWaitingWatchUpdates = 64;
+
 bool WantPayload(v1::JobView view, v1::JobView default_view) {
   if (view == v1::JOB_VIEW_UNSPECIFIED) view = default_view;
   return view == v1::JOB_VIEW_FULL;
@@ -80,7 +84,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
     handle_ = *handle;
   }
 
-  void Push(JobRecord job) override { writes_.Push(std::move(job)); }
+  // Every change in order, to a client that reads; one that does not keeps
+  // kMaxWaitingWatchUpdates queued (the newest last), not every progress
+  // report since.
+  void Push(JobRecord job) override {
+    writes_.PushLatest(std::move(job), kMaxWaitingWatchUpdates);
+  }
   void Close(absl::Status status) override { writes_.Close(std::move(status)); }
 
   void Kick() override {

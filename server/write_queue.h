@@ -43,6 +43,21 @@ class WriteQueue {
     return true;
   }
 
+  // For streams where the newest item supersedes the ones before (a job's
+  // state): up to `max_waiting` items wait behind the write in flight;
+  // past that a newer one replaces the last. A reader that falls far
+  // behind skips to the latest and costs the server `max_waiting` items,
+  // however long it does not read.
+  void PushLatest(Item item, size_t max_waiting) {
+    absl::MutexLock lock(&mu_);
+    if (closing_) return;
+    if (pending_.size() < max_waiting || pending_.empty()) {
+      pending_.push_back(std::move(item));
+    } else {
+      pending_.back() = std::move(item);
+    }
+  }
+
   // Finish with `status` after what is queued is written. First call wins.
   void Close(absl::Status status) {
     absl::MutexLock lock(&mu_);

@@ -57,7 +57,8 @@ Broker::Broker(Store* store, const Clock* clock, BrokerOptions options,
       clock_(clock),
       options_(std::move(options)),
       observer_(observer != nullptr ? observer : NoObserver()),
-      refused_log_(clock, /*per_second=*/10) {}
+      refused_log_(clock, /*per_second=*/10),
+      watchers_refused_log_(clock, /*per_second=*/10) {}
 
 Broker::~Broker() = default;
 
@@ -435,6 +436,19 @@ absl::StatusOr<uint64_t> Broker::Watch(int64_t id,
       // Drain closed the watchers it had; a new one would hang until the
       // server cuts it at the end of the grace period.
       return absl::UnavailableError("the broker is shutting down; retry later");
+    }
+    if (static_cast<int64_t>(watchers_.size()) >= options_.max_watchers) {
+      int64_t suppressed = 0;
+      if (watchers_refused_log_.Allow(&suppressed)) {
+        spdlog::warn(
+            "watch refused: too many open max_watchers={} "
+            "suppressed_before={}",
+            options_.max_watchers, suppressed);
+      }
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "ferryd has ", options_.max_watchers,
+          " Watch and Wait calls open (--max_watchers); retry later, or poll "
+          "with Get"));
     }
     // Registered before the read: changes committed from here on are held
     // for it, so none falls between the read and the first update.

@@ -50,6 +50,9 @@ struct BrokerOptions {
   // Most worker streams open at once; past it a Hello is refused
   // (RESOURCE_EXHAUSTED), so fake workers cannot grow memory without end.
   int64_t max_sessions = 10000;
+  // Most Watch and Wait calls open at once; past it they are refused
+  // (RESOURCE_EXHAUSTED): each holds memory until its job ends.
+  int64_t max_watchers = 100000;
   // A unary Lease response stops growing at this many bytes of
   // assignments (the first always goes): gRPC clients refuse messages over
   // 4 MiB unless told otherwise, and a response the caller refuses leaves
@@ -296,6 +299,8 @@ class Broker {
   BrokerObserver* const observer_;
   // Refused tokens may come in a flood (a buggy or hostile worker).
   LogRateLimiter refused_log_;
+  // So may refused Watch and Wait calls.
+  LogRateLimiter watchers_refused_log_;
 
   absl::Mutex mu_;
   Dispatcher dispatcher_ ABSL_GUARDED_BY(mu_);

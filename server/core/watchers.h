@@ -48,6 +48,7 @@ class Watchers {
   // The earliest deadline of a primed watcher (InfiniteFuture if none).
   absl::Time NextDeadline() const;
   bool Watched(int64_t job_id) const { return of_job_.contains(job_id); }
+  size_t size() const { return watchers_.size(); }
 
  private:
   struct Watcher {

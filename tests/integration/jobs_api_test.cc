@@ -372,6 +372,50 @@ TEST_F(JobsApiTest, WatchStreamsEveryStateInOrderUntilTerminal) {
   }
 }
 
+class WatcherLimitTest : public JobsApiTest {
+ protected:
+  WatcherLimitTest() { options_.broker.max_watchers = 2; }
+};
+
+TEST_F(WatcherLimitTest, WatchAndWaitPastTheLimitAreRefusedUntilOneEnds) {
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
+  v1::WatchRequest request;
+  request.set_job_id(job.id());
+  // Two open watches (each has its first message: registered).
+  grpc::ClientContext first_ctx, second_ctx;
+  auto first = jobs().Watch(&first_ctx, request);
+  auto second = jobs().Watch(&second_ctx, request);
+  v1::WatchResponse update;
+  ASSERT_TRUE(first->Read(&update));
+  ASSERT_TRUE(second->Read(&update));
+
+  grpc::ClientContext third_ctx;
+  third_ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  auto third = jobs().Watch(&third_ctx, request);
+  EXPECT_FALSE(third->Read(&update));
+  EXPECT_THAT(FromGrpcStatus(third->Finish()),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("--max_watchers")));
+  EXPECT_THAT(Wait(job.id(), absl::Seconds(30)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+
+  // One ends: room for a new one.
+  first_ctx.TryCancel();
+  first->Finish();
+  ASSERT_TRUE(Eventually([&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    auto again = jobs().Watch(&ctx, request);
+    v1::WatchResponse got;
+    const bool ok = again->Read(&got);
+    ctx.TryCancel();
+    again->Finish();
+    return ok;
+  })) << "the cancelled watch never made room";
+  second_ctx.TryCancel();
+  second->Finish();
+}
+
 TEST_F(JobsApiTest, WaitReturnsTheJobOnceItIsTerminal) {
   Tick();  // sets the broker's first retention deadline (see below)
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));

@@ -1,0 +1,68 @@
+#include "server/write_queue.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace ferry {
+namespace {
+
+using Queue = WriteQueue<std::string>;
+
+TEST(WriteQueueTest, PushLatestKeepsOneWaitingItemTheNewest) {
+  Queue queue;
+  std::string item;
+  absl::Status status;
+  bool more = false;
+  queue.PushLatest("queued", 1);
+  ASSERT_EQ(queue.Next(&item, &status, &more), Queue::Action::kWrite);
+  EXPECT_EQ(item, "queued");
+  // The reader is slow: a thousand updates arrive while one is in flight.
+  for (int i = 1; i <= 1000; ++i) {
+    queue.PushLatest("progress " + std::to_string(i), 1);
+  }
+  queue.PushLatest("succeeded", 1);
+  EXPECT_EQ(queue.Next(&item, &status, &more), Queue::Action::kNothing)
+      << "one write at a time";
+  queue.Close(absl::OkStatus());
+  queue.WriteDone(true);
+  ASSERT_EQ(queue.Next(&item, &status, &more), Queue::Action::kWrite);
+  EXPECT_EQ(item, "succeeded") << "only the newest waited";
+  EXPECT_FALSE(more);
+  queue.WriteDone(true);
+  EXPECT_EQ(queue.Next(&item, &status, &more), Queue::Action::kFinish);
+  EXPECT_TRUE(status.ok());
+}
+
+TEST(WriteQueueTest, PushLatestKeepsOrderUpToItsBoundThenTheNewestLast) {
+  Queue queue;
+  std::string item;
+  absl::Status status;
+  bool more = false;
+  for (int i = 1; i <= 10; ++i) queue.PushLatest(std::to_string(i), 3);
+  queue.Close(absl::OkStatus());
+  std::vector<std::string> written;
+  while (queue.Next(&item, &status, &more) == Queue::Action::kWrite) {
+    written.push_back(item);
+    queue.WriteDone(true);
+  }
+  EXPECT_THAT(written, ::testing::ElementsAre("1", "2", "10"));
+}
+
+TEST(WriteQueueTest, PushKeepsEveryItemUpToItsCap) {
+  Queue queue(/*max_pending=*/3);
+  EXPECT_TRUE(queue.Push("a"));
+  EXPECT_TRUE(queue.Push("b"));
+  EXPECT_TRUE(queue.Push("c"));
+  EXPECT_FALSE(queue.Push("d")) << "the fourth overflows";
+  std::string item;
+  absl::Status status;
+  bool more = false;
+  EXPECT_EQ(queue.Next(&item, &status, &more), Queue::Action::kFinish);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace ferry
