@@ -59,6 +59,10 @@ inline constexpr int kMaxHeldLeases = 100000;
 // RESOURCE_EXHAUSTED): room for a reconnect's LeaseLosts plus a full
 // credit window, no more.
 inline constexpr size_t kMaxQueuedWorkerMessages = 2 * kMaxHeldLeases;
+// Payload bytes of the assignments waiting for one worker stream, at
+// most; past it the session is ended the same way. A worker that holds
+// many credits and does not read would otherwise pin a payload per credit.
+inline constexpr size_t kMaxQueuedWorkerBytes = 64 << 20;
 // Hello fields kept, in bytes; longer ones are cut.
 inline constexpr size_t kMaxHostnameLength = 255;
 inline constexpr size_t kMaxVersionLength = 64;

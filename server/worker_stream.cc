@@ -29,7 +29,12 @@ void WorkerStream::Start(std::shared_ptr<WorkerStream> self,
 }
 
 void WorkerStream::Push(WorkerEvent event) {
-  if (!writes_.Push(ToServerMessage(std::move(event)))) {
+  v1::ServerMessage message = ToServerMessage(std::move(event));
+  // Payloads are what a queue of assignments costs.
+  const size_t bytes = message.has_assignment()
+                           ? message.assignment().job().payload().size()
+                           : 0;
+  if (!writes_.Push(std::move(message), bytes)) {
     overflowed_.store(true);
   }
 }
@@ -43,8 +48,9 @@ void WorkerStream::Kick() {
     // The worker stopped reading: end its session, so that nothing more is
     // dispatched to a stream that would only queue it.
     spdlog::warn(
-        "worker stream not reading, session ended peer={} queued_max={}", peer_,
-        kMaxQueuedWorkerMessages);
+        "worker stream not reading, session ended peer={} queued_max={} "
+        "queued_bytes_max={}",
+        peer_, kMaxQueuedWorkerMessages, kMaxQueuedWorkerBytes);
     // (The stream's status is the queue's own RESOURCE_EXHAUSTED, set by
     // the overflowing push; the first close wins.)
     End(absl::OkStatus());
@@ -80,8 +86,9 @@ void WorkerStream::OnWriteDone(bool ok) {
     // Nothing more can be sent: end the session now, not when the read
     // side notices, so that no job is dispatched to this stream meanwhile.
     End(absl::UnavailableError("the stream broke while writing"));
-    return;
   }
+  // Also after a failed write: the stream may have been ended while this
+  // write was stuck (a reader that stopped), and only now can it finish.
   Kick();
 }
 
@@ -101,6 +108,7 @@ void WorkerStream::OnReadDone(bool ok) {
 
 void WorkerStream::OnCancel() {
   End(absl::CancelledError("the stream was cancelled"));
+  Kick();  // if it was ended before, it may still have to finish
 }
 
 void WorkerStream::OnDone() {

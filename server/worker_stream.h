@@ -59,7 +59,8 @@ class WorkerStream final
   v1::WorkerMessage in_;                // owned by the read in flight
   v1::ServerMessage out_;               // owned by the write in flight
 
-  WriteQueue<v1::ServerMessage> writes_{kMaxQueuedWorkerMessages};
+  WriteQueue<v1::ServerMessage> writes_{kMaxQueuedWorkerMessages,
+                                        kMaxQueuedWorkerBytes};
   // Set by a Push that overflowed writes_ (under the broker's lock);
   // Kick ends the session, outside it.
   std::atomic<bool> overflowed_{false};

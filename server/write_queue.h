@@ -20,26 +20,38 @@ class WriteQueue {
  public:
   enum class Action { kNothing, kWrite, kFinish };
 
-  // At most `max_pending` items wait (0: no limit): a peer that stops
-  // reading cannot grow the server's memory without end.
-  explicit WriteQueue(size_t max_pending = 0) : max_pending_(max_pending) {}
+  // At most `max_pending` items, and items of at most `max_bytes` bytes
+  // (as Push is told), wait (0: no limit): a peer that stops reading
+  // cannot grow the server's memory without end.
+  explicit WriteQueue(size_t max_pending = 0, size_t max_bytes = 0)
+      : max_pending_(max_pending), max_bytes_(max_bytes) {}
 
+  // Queues `item`, which holds `bytes` bytes worth counting (a payload).
   // Dropped once the stream is closing. Returns false for the push that
   // overflowed the queue: what was queued is dropped, the stream closes
   // with RESOURCE_EXHAUSTED, and the caller must end its side of it.
-  bool Push(Item item) {
+  bool Push(Item item, size_t bytes = 0) {
     absl::MutexLock lock(&mu_);
     if (closing_) return true;
-    if (max_pending_ > 0 && pending_.size() >= max_pending_) {
+    const bool too_many = max_pending_ > 0 && pending_.size() >= max_pending_;
+    const bool too_big = max_bytes_ > 0 && !pending_.empty() &&
+                         pending_bytes_ + bytes > max_bytes_;
+    if (too_many || too_big) {
       pending_.clear();
+      sizes_.clear();
+      pending_bytes_ = 0;
       closing_ = true;
       status_ = absl::ResourceExhaustedError(absl::StrCat(
-          "more than ", max_pending_,
-          " messages waited to be sent on this stream: it is closed so that "
-          "the server's memory stays bounded; read the stream promptly"));
+          "more than ",
+          too_many ? absl::StrCat(max_pending_, " messages")
+                   : absl::StrCat(max_bytes_, " bytes of messages"),
+          " waited to be sent on this stream: it is closed so that the "
+          "server's memory stays bounded; read the stream promptly"));
       return false;
     }
     pending_.push_back(std::move(item));
+    sizes_.push_back(bytes);
+    pending_bytes_ += bytes;
     return true;
   }
 
@@ -53,6 +65,7 @@ class WriteQueue {
     if (closing_) return;
     if (pending_.size() < max_waiting || pending_.empty()) {
       pending_.push_back(std::move(item));
+      sizes_.push_back(0);
     } else {
       pending_.back() = std::move(item);
     }
@@ -86,7 +99,13 @@ class WriteQueue {
     if (done_ || writing_ || finished_) return Action::kNothing;
     if (!pending_.empty()) {
       writing_ = true;
+      const size_t before = pending_.size();
       take(pending_, item);
+      // `take` took the first (before - size) items: forget their sizes.
+      for (size_t i = pending_.size(); i < before; ++i) {
+        pending_bytes_ -= sizes_.front();
+        sizes_.pop_front();
+      }
       *more = !pending_.empty();
       return Action::kWrite;
     }
@@ -102,6 +121,8 @@ class WriteQueue {
     writing_ = false;
     if (ok) return;
     pending_.clear();
+    sizes_.clear();
+    pending_bytes_ = 0;
     if (!closing_) {
       closing_ = true;
       status_ = absl::UnavailableError("the stream broke while writing");
@@ -116,8 +137,11 @@ class WriteQueue {
 
  private:
   const size_t max_pending_;
+  const size_t max_bytes_;
   absl::Mutex mu_;
   std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<size_t> sizes_ ABSL_GUARDED_BY(mu_);  // bytes of each pending
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

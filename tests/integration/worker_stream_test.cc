@@ -73,6 +73,36 @@ TEST_F(WorkerStreamTest, AWorkerThatStopsReadingHasItsSessionEnded) {
   ctx.TryCancel();
 }
 
+TEST_F(WorkerStreamTest, AWorkerThatDoesNotReadCannotPinAPayloadPerCredit) {
+  // A raw stream with many credits that never reads: 1 MiB assignments
+  // pile up behind the one gRPC is stuck writing, until their payloads
+  // pass what one stream may queue; then its session ends.
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, Msg>> stream =
+      workers().Connect(&ctx);
+  v1::WorkerMessage hello;
+  hello.mutable_hello()->set_worker_id("hoarder");
+  hello.mutable_hello()->add_queues("q");
+  hello.mutable_hello()->set_initial_credits(10000);
+  ASSERT_TRUE(stream->Write(hello));
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
+    return listed.ok() && listed->size() == 1;
+  }));
+  const std::string payload(1 << 20, 'x');
+  const int jobs = static_cast<int>(kMaxQueuedWorkerBytes >> 20) + 16;
+  for (int i = 0; i < jobs; ++i) {
+    ASSERT_THAT(Submit("q", "k", payload).status(), IsOk());
+  }
+  Settle();
+  EXPECT_TRUE(Eventually([&] {
+    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
+    return listed.ok() && listed->empty();
+  })) << "a stream holding "
+      << jobs << " MiB of unread payloads kept going";
+  ctx.TryCancel();
+}
+
 TEST_F(WorkerStreamTest, AHeartbeatNamingTooManyLeasesEndsTheStream) {
   auto worker = Connect(TestWorkerOptions());
   ASSERT_TRUE(worker->ExpectWelcome().has_value());

@@ -64,5 +64,28 @@ TEST(WriteQueueTest, PushKeepsEveryItemUpToItsCap) {
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
 }
 
+TEST(WriteQueueTest, PushCountsBytesUntilTheyAreTaken) {
+  Queue queue(/*max_pending=*/0, /*max_bytes=*/100);
+  std::string item;
+  absl::Status status;
+  bool more = false;
+  EXPECT_TRUE(queue.Push("a", 60));
+  ASSERT_EQ(queue.Next(&item, &status, &more), Queue::Action::kWrite);
+  // "a" is in flight, no longer waiting: 60 + 30 fit.
+  EXPECT_TRUE(queue.Push("b", 60));
+  EXPECT_TRUE(queue.Push("c", 30));
+  EXPECT_FALSE(queue.Push("d", 20)) << "110 bytes would wait";
+  queue.WriteDone(true);
+  EXPECT_EQ(queue.Next(&item, &status, &more), Queue::Action::kFinish);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::HasSubstr("more than 100 bytes of messages"));
+}
+
+TEST(WriteQueueTest, OneItemOverTheByteCapStillGoes) {
+  Queue queue(/*max_pending=*/0, /*max_bytes=*/100);
+  EXPECT_TRUE(queue.Push("big", 1000)) << "nothing else waits";
+}
+
 }  // namespace
 }  // namespace ferry
