@@ -33,6 +33,22 @@ v1::JobSpec SubmitOptions::ToSpec() const {
   return spec;
 }
 
+// Calls `call` page after page (each at most 4 MiB), from `request`,
+// handing each response to `take`, until one has no next_page_token.
+// Bounded: the broker caps what it lists.
+template <typename Response, typename Request, typename Call, typename Take>
+absl::Status Client::AllPages(Request request, Call call, Take take) const {
+  for (int page = 0; page < 100000; ++page) {
+    Response response;
+    grpc::Status status = call(request, &response);
+    if (!status.ok()) return Error(status);
+    take(response);
+    if (response.next_page_token().empty()) return absl::OkStatus();
+    request.set_page_token(response.next_page_token());
+  }
+  return absl::OkStatus();
+}
+
 Client::Client(ClientOptions options)
     : broker_(std::move(options.broker)), timeout_(options.timeout) {
   std::shared_ptr<grpc::Channel> channel = std::move(options.channel);
@@ -178,14 +194,21 @@ absl::StatusOr<v1::Job> Client::Retry(absl::string_view job_id) {
 
 absl::StatusOr<std::vector<v1::QueueInfo>> Client::QueueStats(
     absl::string_view queue) {
+  FERRY_RETURN_IF_ERROR(setup_);
   v1::QueueStatsRequest request;
   request.set_queue(std::string(queue));
-  v1::QueueStatsResponse response;
-  FERRY_RETURN_IF_ERROR(setup_);
-  grpc::Status status = stub_->QueueStats(Context().get(), request, &response);
-  if (!status.ok()) return Error(status);
-  return std::vector<v1::QueueInfo>(response.queues().begin(),
-                                    response.queues().end());
+  std::vector<v1::QueueInfo> queues;
+  FERRY_RETURN_IF_ERROR(AllPages<v1::QueueStatsResponse>(
+      request,
+      [this](const v1::QueueStatsRequest& r, v1::QueueStatsResponse* out) {
+        return stub_->QueueStats(Context().get(), r, out);
+      },
+      [&queues](v1::QueueStatsResponse& page) {
+        for (v1::QueueInfo& info : *page.mutable_queues()) {
+          queues.push_back(std::move(info));
+        }
+      }));
+  return queues;
 }
 
 absl::Status Client::PauseQueue(absl::string_view queue) {
@@ -221,20 +244,16 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(absl::string_view queue,
 absl::StatusOr<std::vector<v1::WorkerInfo>> Client::ListWorkers() {
   FERRY_RETURN_IF_ERROR(setup_);
   std::vector<v1::WorkerInfo> workers;
-  v1::ListWorkersRequest request;
-  // Page after page (each at most 4 MiB); bounded, as the broker caps
-  // the sessions it serves.
-  for (int page = 0; page < 100000; ++page) {
-    v1::ListWorkersResponse response;
-    grpc::Status status =
-        stub_->ListWorkers(Context().get(), request, &response);
-    if (!status.ok()) return Error(status);
-    for (v1::WorkerInfo& worker : *response.mutable_workers()) {
-      workers.push_back(std::move(worker));
-    }
-    if (response.next_page_token().empty()) break;
-    request.set_page_token(response.next_page_token());
-  }
+  FERRY_RETURN_IF_ERROR(AllPages<v1::ListWorkersResponse>(
+      v1::ListWorkersRequest(),
+      [this](const v1::ListWorkersRequest& r, v1::ListWorkersResponse* out) {
+        return stub_->ListWorkers(Context().get(), r, out);
+      },
+      [&workers](v1::ListWorkersResponse& page) {
+        for (v1::WorkerInfo& worker : *page.mutable_workers()) {
+          workers.push_back(std::move(worker));
+        }
+      }));
   return workers;
 }
 

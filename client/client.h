@@ -111,6 +111,9 @@ class Client {
   std::unique_ptr<grpc::ClientContext> Context(
       absl::Duration extra = absl::ZeroDuration()) const;
   absl::Status Error(const grpc::Status& status) const;
+  // Every page of a paged listing (client.cc).
+  template <typename Response, typename Request, typename Call, typename Take>
+  absl::Status AllPages(Request request, Call call, Take take) const;
 
   const std::string broker_;
   const absl::Duration timeout_;

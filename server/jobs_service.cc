@@ -507,8 +507,24 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
   absl::StatusOr<std::vector<QueueSnapshot>> stats =
       broker_->QueueStats(request->queue());
   if (!stats.ok()) return Finish(ctx, stats.status());
+  const uint32_t page_size = request->page_size() == 0
+                                 ? UINT32_MAX
+                                 : std::min(request->page_size(), kMaxPageSize);
+  size_t bytes = 0;
+  const std::string* last = nullptr;
+  // Snapshots come in name order; a page starts after the token's name.
   for (const QueueSnapshot& snapshot : *stats) {
-    if (!caller->InScope(snapshot.name)) continue;
+    if (!caller->InScope(snapshot.name) ||
+        (!request->page_token().empty() &&
+         snapshot.name <= request->page_token())) {
+      continue;
+    }
+    if (static_cast<uint32_t>(response->queues_size()) == page_size ||
+        (bytes > kMaxPageBytes && last != nullptr)) {
+      response->set_next_page_token(*last);
+      break;
+    }
+    last = &snapshot.name;
     v1::QueueInfo* info = response->add_queues();
     info->set_name(snapshot.name);
     info->set_paused(snapshot.paused);
@@ -522,6 +538,7 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
     info->set_failed(count(JobState::kFailed));
     info->set_cancelled(count(JobState::kCancelled));
     ToProto(snapshot.oldest_queued_age, info->mutable_oldest_queued_age());
+    bytes += info->ByteSizeLong();
   }
   return Finish(ctx, absl::OkStatus());
 }

@@ -589,6 +589,36 @@ TEST_F(JobsApiTest, ListWorkersPagesOldestFirstWithATokenForTheRest) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("page_token")));
 }
 
+TEST_F(JobsApiTest, QueueStatsPagesInNameOrderWithATokenForTheRest) {
+  for (const char* queue : {"c", "a", "b"}) {
+    ASSERT_THAT(Submit(queue, "k", "p").status(), IsOk());
+  }
+  auto names = [](const v1::QueueStatsResponse& page) {
+    std::vector<std::string> out;
+    for (const v1::QueueInfo& q : page.queues()) out.push_back(q.name());
+    return out;
+  };
+  v1::QueueStatsRequest request;
+  request.set_page_size(2);
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      v1::QueueStatsResponse first,
+      Call(jobs(), &v1::Jobs::Stub::QueueStats, request));
+  EXPECT_THAT(names(first), ElementsAre("a", "b"));
+  EXPECT_EQ(first.next_page_token(), "b");
+
+  request.set_page_token(first.next_page_token());
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      v1::QueueStatsResponse second,
+      Call(jobs(), &v1::Jobs::Stub::QueueStats, request));
+  EXPECT_THAT(names(second), ElementsAre("c"));
+  EXPECT_TRUE(second.next_page_token().empty());
+
+  // No page size: all of them, in one page here.
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueStatsResponse all, AllStats());
+  EXPECT_THAT(names(all), ElementsAre("a", "b", "c"));
+  EXPECT_TRUE(all.next_page_token().empty());
+}
+
 // ---------------------------------------------------- standard services
 
 TEST_F(JobsApiTest, ARequestThatDoesNotParseIsRefusedAndChangesNothing) {
