@@ -27,7 +27,7 @@ namespace ferry::testing {
 // write of a kind fail (a storage error, say).
 class FaultyStore final : public Store {
  public:
-  enum class Write { kFinish, kRelease, kPromote, kCount };
+  enum class Write { kFinish, kRelease, kPromote, kLease, kCount };
 
   explicit FaultyStore(std::unique_ptr<Store> inner)
       : inner_(std::move(inner)) {}
@@ -36,6 +36,20 @@ class FaultyStore final : public Store {
     absl::MutexLock lock(&mu_);
     faults_[static_cast<int>(write)] = std::move(status);
   }
+  // Every write of a kind fails with `status` (a full disk) until Heal.
+  void FailAlways(Write write, absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    always_[static_cast<int>(write)] = std::move(status);
+  }
+  void Heal(Write write) {
+    absl::MutexLock lock(&mu_);
+    always_[static_cast<int>(write)] = absl::OkStatus();
+  }
+  // How many writes of a kind were tried (failed ones included).
+  int Attempts(Write write) {
+    absl::MutexLock lock(&mu_);
+    return attempts_[static_cast<int>(write)];
+  }
 
   void CreateJobs(std::vector<JobRecord> jobs,
                   ResultCallback<std::vector<CreateResult>> done) override {
@@ -43,6 +57,7 @@ class FaultyStore final : public Store {
   }
   void LeaseJob(int64_t id, LeaseGrant grant,
                 ResultCallback<JobRecord> done) override {
+    if (Faulted(Write::kLease, done)) return;
     inner_->LeaseJob(id, std::move(grant), std::move(done));
   }
   void FinishAttempt(int64_t id, std::string lease_token,
@@ -124,8 +139,10 @@ class FaultyStore final : public Store {
     absl::Status status;
     {
       absl::MutexLock lock(&mu_);
-      status =
-          std::exchange(faults_[static_cast<int>(write)], absl::OkStatus());
+      const int kind = static_cast<int>(write);
+      ++attempts_[kind];
+      status = std::exchange(faults_[kind], absl::OkStatus());
+      if (status.ok()) status = always_[kind];
     }
     if (status.ok()) return false;
     inner_->SetQueuePaused(
@@ -139,6 +156,8 @@ class FaultyStore final : public Store {
   const std::unique_ptr<Store> inner_;
   absl::Mutex mu_;
   absl::Status faults_[static_cast<int>(Write::kCount)] ABSL_GUARDED_BY(mu_);
+  absl::Status always_[static_cast<int>(Write::kCount)] ABSL_GUARDED_BY(mu_);
+  int attempts_[static_cast<int>(Write::kCount)] ABSL_GUARDED_BY(mu_) = {};
 };
 
 // Holds the store's writer thread inside a callback until Open(), so that

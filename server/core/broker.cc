@@ -58,7 +58,8 @@ Broker::Broker(Store* store, const Clock* clock, BrokerOptions options,
       options_(std::move(options)),
       observer_(observer != nullptr ? observer : NoObserver()),
       refused_log_(clock, /*per_second=*/10),
-      watchers_refused_log_(clock, /*per_second=*/10) {}
+      watchers_refused_log_(clock, /*per_second=*/10),
+      lease_failed_log_(clock, /*per_second=*/10) {}
 
 Broker::~Broker() = default;
 
@@ -139,6 +140,7 @@ std::string Broker::Grant(Taker& taker, const std::string& queue,
 
 void Broker::Dispatch(const std::string& queue, KickList& kicks) {
   if (draining_) return;
+  if (lease_backoff_ && clock_->Now() < lease_retry_at_) return;
   absl::Time now = absl::InfinitePast();
   while (std::optional<Dispatcher::Match> match = dispatcher_.Next(queue)) {
     if (now == absl::InfinitePast()) now = clock_->Now();
@@ -185,15 +187,33 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
   if (taker != nullptr) --taker->granting;
 
   if (!job.ok()) {
-    if (!LeaseGone(job.status())) {
-      spdlog::error("lease write failed job_id={} status=\"{}\"", lease->job_id,
-                    job.status().ToString());
-    }
     const uint64_t epoch = lease->credit_epoch;
+    const int64_t job_id = lease->job_id;
     DropLease(token);
+    if (!LeaseGone(job.status())) {
+      BackOffLeases(job_id, job.status());
+      // A waiting Lease call with nothing yet hears why, instead of
+      // waiting out its time for a write that keeps failing.
+      if (taker != nullptr && taker->kind == Taker::Kind::kLongPoll) {
+        LongPoll& poll = static_cast<LongPoll&>(*taker);
+        if (poll.assignments.empty() && poll.granting == 0) {
+          kicks.Defer([done = std::move(poll.done),
+                       status = job.status()]() mutable {
+            std::move(done)(absl::Status(
+                status.code(),
+                absl::StrCat("could not store the lease: ", status.message(),
+                             "; retry later")));
+          });
+          polls_.Remove(poll.handle);
+          return;
+        }
+      }
+    }
     ReturnCredit(handle, epoch, kicks);
     return;
   }
+  lease_backoff_ = false;
+  lease_retry_delay_ = absl::ZeroDuration();
 
   lease->job_id = job->id;
   lease->attempt = job->attempt;
@@ -220,6 +240,21 @@ void Broker::OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
                   std::move(assignment), kicks);
   } else {
     sessions_.Send(handle, std::move(assignment), kicks);
+  }
+}
+
+void Broker::BackOffLeases(int64_t job_id, const absl::Status& status) {
+  lease_retry_delay_ = std::clamp(2 * lease_retry_delay_,
+                                  absl::Milliseconds(100), absl::Seconds(10));
+  lease_backoff_ = true;
+  lease_retry_at_ = clock_->Now() + lease_retry_delay_;
+  int64_t suppressed = 0;
+  if (lease_failed_log_.Allow(&suppressed)) {
+    spdlog::error(
+        "lease write failed job_id={} status=\"{}\" retry_in_ms={} "
+        "suppressed_before={}",
+        job_id, status.ToString(),
+        absl::ToInt64Milliseconds(lease_retry_delay_), suppressed);
   }
 }
 
@@ -1089,6 +1124,16 @@ void Broker::Tick() {
                [](const absl::StatusOr<JobRecord>&, KickList&) {});
   }
 
+  if (lease_backoff_ && now >= lease_retry_at_) {
+    // The backoff after a failed lease write is over: try again (a failure
+    // sets the next, longer one).
+    lease_backoff_ = false;
+    std::vector<std::string> queues;
+    dispatcher_.ForEachQueue([&queues](const Dispatcher::QueueView& view) {
+      queues.push_back(*view.name);
+    });
+    for (const std::string& queue : queues) Dispatch(queue, kicks);
+  }
   if (next_scheduled_ <= now && !promoting_) PromoteDue(now);
   if (now >= next_retention_ && !deleting_expired_) DeleteExpired(now);
 
@@ -1109,6 +1154,7 @@ absl::Time Broker::NextTickTime() {
   next = std::min(next, leases_.NextDeadline());
   next = std::min(next, polls_.NextDeadline());
   next = std::min(next, watchers_.NextDeadline());
+  if (lease_backoff_) next = std::min(next, lease_retry_at_);
   return next;
 }
 

@@ -224,6 +224,10 @@ class Broker {
   // Completion of a lease write (LeaseJob or a direct-at-submit insert).
   void OnGranted(const std::string& token, absl::StatusOr<JobRecord> job,
                  KickList& kicks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A lease write failed for storage: no lease is tried for a while (see
+  // lease_backoff_), and the failure is logged, rate-limited.
+  void BackOffLeases(int64_t job_id, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds a granted lease to a waiting Lease call's response.
   void DeliverToPoll(LongPoll& poll, const std::string& token,
                      LeaseState& lease, Assignment assignment, KickList& kicks)
@@ -301,6 +305,8 @@ class Broker {
   LogRateLimiter refused_log_;
   // So may refused Watch and Wait calls.
   LogRateLimiter watchers_refused_log_;
+  // And failed lease writes (a full disk).
+  LogRateLimiter lease_failed_log_;
 
   absl::Mutex mu_;
   Dispatcher dispatcher_ ABSL_GUARDED_BY(mu_);
@@ -316,6 +322,13 @@ class Broker {
   bool deleting_expired_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_retention_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // After a lease write failed for storage (a full disk), no lease is tried
+  // before lease_retry_at_: the backoff doubles per failure (100 ms to
+  // 10 s) and resets on a lease that lands. Without it a waiting worker
+  // and a ready job retried the failing write in a hot loop.
+  bool lease_backoff_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time lease_retry_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration lease_retry_delay_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
 };
 

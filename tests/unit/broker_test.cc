@@ -1576,6 +1576,56 @@ TEST_F(BrokerTest, UnaryLeaseWaitingForAJobCompletesWhenOneIsSubmitted) {
   EXPECT_EQ(Job(id).worker_id, "u1");
 }
 
+TEST_F(BrokerTest, FailingLeaseWritesBackOffAndAnswerTheWaitingCall) {
+  // A full disk: every lease write fails. A waiting worker and a ready job
+  // once made the broker retry the write in a hot loop.
+  const int64_t id = Submit(Spec());
+  store_->FailAlways(FaultyStore::Write::kLease,
+                     absl::ResourceExhaustedError("database or disk is full"));
+  using Write = FaultyStore::Write;
+
+  Pending<std::vector<Assignment>> first;
+  broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(30),
+                 first.Callback());
+  Settle();
+  ASSERT_TRUE(first.done()) << "the caller is told, not left waiting";
+  EXPECT_THAT(first.result(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                       HasSubstr("could not store the lease")));
+  EXPECT_EQ(store_->Attempts(Write::kLease), 1);
+
+  // Backing off: a new call waits, and nothing is written.
+  Pending<std::vector<Assignment>> second;
+  broker_->Lease(Identity("u2"), 1, clock_.Now() + absl::Seconds(30),
+                 second.Callback());
+  Settle();
+  EXPECT_FALSE(second.done());
+  EXPECT_EQ(store_->Attempts(Write::kLease), 1);
+  EXPECT_LE(broker_->NextTickTime(), clock_.Now() + absl::Milliseconds(100));
+
+  // After the backoff, one more try; it fails, and the next wait doubles.
+  clock_.Advance(absl::Milliseconds(100));
+  Tick();
+  EXPECT_EQ(store_->Attempts(Write::kLease), 2);
+  ASSERT_TRUE(second.done());
+  EXPECT_THAT(second.result(), StatusIs(absl::StatusCode::kResourceExhausted));
+
+  // The disk has room again; the next try (after 200 ms) leases the job.
+  store_->Heal(Write::kLease);
+  Pending<std::vector<Assignment>> third;
+  broker_->Lease(Identity("u3"), 1, clock_.Now() + absl::Seconds(30),
+                 third.Callback());
+  clock_.Advance(absl::Milliseconds(100));
+  Tick();
+  EXPECT_FALSE(third.done()) << "still backing off";
+  EXPECT_EQ(store_->Attempts(Write::kLease), 2);
+  clock_.Advance(absl::Milliseconds(100));
+  Tick();
+  ASSERT_TRUE(third.done());
+  ASSERT_THAT(third.result(), IsOkAndHolds(SizeIs(1)));
+  EXPECT_EQ(third.result()->front().job.id, id);
+  EXPECT_EQ(store_->Attempts(Write::kLease), 3);
+}
+
 TEST_F(BrokerTest, UnaryLeaseTimesOutWithNoneOnTick) {
   Pending<std::vector<Assignment>> leased;
   broker_->Lease(Identity("u1"), 1, clock_.Now() + absl::Seconds(5),
