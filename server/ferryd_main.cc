@@ -88,6 +88,10 @@ ABSL_FLAG(absl::Duration, listener_probe_interval, absl::Seconds(10),
 ABSL_FLAG(int64_t, max_watchers, 100000,
           "Most Watch and Wait calls open at once; past it they are refused "
           "with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_watch_bytes, 256 << 20,
+          "Bytes of FULL-view Watch responses (payload and result) written "
+          "but not yet read by their clients, across all Watch calls; past "
+          "it such a Watch is ended with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_worker_sessions, 10000,
           "Most worker streams (Workers.Connect) open at once; past it a "
           "worker's Hello is refused with RESOURCE_EXHAUSTED.");
@@ -146,6 +150,10 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.broker.max_sessions = absl::GetFlag(FLAGS_max_worker_sessions);
   options.broker.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  options.max_watch_bytes = absl::GetFlag(FLAGS_max_watch_bytes);
+  if (options.max_watch_bytes < 1) {
+    return absl::InvalidArgumentError("--max_watch_bytes must be >= 1");
+  }
   if (options.broker.max_watchers < 1) {
     return absl::InvalidArgumentError("--max_watchers must be >= 1");
   }

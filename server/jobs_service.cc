@@ -65,8 +65,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
                            public JobSink,
                            public std::enable_shared_from_this<WatchReactor> {
  public:
-  WatchReactor(Broker* broker, bool with_payload)
-      : broker_(broker), with_payload_(with_payload) {}
+  WatchReactor(Broker* broker, bool with_payload, ByteBudget* budget)
+      : broker_(broker), with_payload_(with_payload), budget_(budget) {}
 
   // Registers with the broker, or ends the call with `invalid` if set.
   void Start(absl::StatusOr<int64_t> id, std::shared_ptr<WatchReactor> self) {
@@ -114,6 +114,22 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
         response_.mutable_job()->set_payload(full->payload);
         response_.mutable_job()->set_result(full->result);
       }
+      // A client that does not read leaves this write, payload and all,
+      // in gRPC's buffers: all such writes share one budget.
+      const int64_t bytes = static_cast<int64_t>(
+          response_.job().payload().size() + response_.job().result().size());
+      if (!budget_->TryTake(bytes)) {
+        Close(absl::ResourceExhaustedError(absl::StrCat(
+            "Watch responses with payloads that their clients have not read "
+            "hold over ",
+            budget_->limit() >> 20,
+            " MiB in ferryd: this Watch is ended; read your streams, or watch "
+            "with the BASIC view and Get the payload")));
+        writes_.WriteDone(false);
+        Kick();
+        return;
+      }
+      in_flight_bytes_ = bytes;
     }
     // Updates queued together leave in one socket write, as on streams.
     StartWrite(&response_, more ? grpc::WriteOptions().set_buffer_hint()
@@ -121,6 +137,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
   }
 
   void OnWriteDone(bool ok) override {
+    budget_->Give(std::exchange(in_flight_bytes_, 0));
     writes_.WriteDone(ok);
     Kick();
   }
@@ -144,6 +161,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
  private:
   Broker* const broker_;
   const bool with_payload_;
+  ByteBudget* const budget_;
+  int64_t in_flight_bytes_ = 0;         // of the write in flight, taken
   std::shared_ptr<WatchReactor> self_;  // until OnDone
   v1::WatchResponse response_;          // owned by the write in flight
 
@@ -404,7 +423,7 @@ grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
     if (absl::Status s = CheckVisible(*caller, *id); !s.ok()) id = s;
   }
   auto reactor = std::make_shared<WatchReactor>(
-      broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC));
+      broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC), &watch_bytes_);
   WatchReactor* raw = reactor.get();
   raw->Start(std::move(id), std::move(reactor));
   return raw;

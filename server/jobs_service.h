@@ -1,19 +1,44 @@
 #ifndef FERRY_SERVER_JOBS_SERVICE_H_
 #define FERRY_SERVER_JOBS_SERVICE_H_
 
+#include <atomic>
+#include <cstdint>
+
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "server/access.h"
 #include "server/core/broker.h"
 
 namespace ferry {
 
+// Bytes held by writes in flight, shared by many streams, up to a limit.
+class ByteBudget {
+ public:
+  explicit ByteBudget(int64_t limit) : limit_(limit) {}
+  // Takes `bytes` if they fit (or nothing else is held: one always goes).
+  bool TryTake(int64_t bytes) {
+    int64_t held = held_.load(std::memory_order_relaxed);
+    do {
+      if (held > 0 && held + bytes > limit_) return false;
+    } while (!held_.compare_exchange_weak(held, held + bytes));
+    return true;
+  }
+  void Give(int64_t bytes) { held_.fetch_sub(bytes); }
+  int64_t limit() const { return limit_; }
+
+ private:
+  const int64_t limit_;
+  std::atomic<int64_t> held_{0};
+};
+
 // The client API (ferry.v1.Jobs) over the broker core. Each handler
 // validates, calls the core and finishes; docs/protocol.md lists the codes.
 class JobsService final : public v1::Jobs::CallbackService {
  public:
   // `broker` and `access` are not owned and must outlive the service.
-  JobsService(Broker* broker, Access* access)
-      : broker_(broker), access_(access) {}
+  // Watch responses with payloads that clients have not read yet hold at
+  // most `max_watch_bytes` (past it such a Watch is ended).
+  JobsService(Broker* broker, Access* access, int64_t max_watch_bytes)
+      : broker_(broker), access_(access), watch_bytes_(max_watch_bytes) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -65,6 +90,7 @@ class JobsService final : public v1::Jobs::CallbackService {
 
   Broker* const broker_;
   Access* const access_;
+  ByteBudget watch_bytes_;
 };
 
 }  // namespace ferry

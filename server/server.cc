@@ -187,8 +187,8 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   // damaged file explains a failed load better than the query that hit it.
   FERRY_RETURN_IF_ERROR(store->AwaitStartupCheck());
   FERRY_RETURN_IF_ERROR(loaded);
-  server->jobs_ = std::make_unique<JobsService>(server->broker_.get(),
-                                                server->access_.get());
+  server->jobs_ = std::make_unique<JobsService>(
+      server->broker_.get(), server->access_.get(), opts.max_watch_bytes);
   server->workers_ = std::make_unique<WorkersService>(server->broker_.get(),
                                                       server->access_.get());
 

@@ -61,6 +61,10 @@ struct ServerOptions {
   // Zero: no checks. Real time, like the ticker.
   absl::Duration listener_probe_interval = absl::ZeroDuration();
   int listener_probe_failures = 3;
+  // Bytes of Watch responses with payloads (FULL view) written but not yet
+  // taken by their clients, across all streams; past it such a Watch is
+  // ended with RESOURCE_EXHAUSTED.
+  int64_t max_watch_bytes = 256 << 20;
   std::function<void()> on_listener_lost;
 };
 

@@ -416,6 +416,52 @@ TEST_F(WatcherLimitTest, WatchAndWaitPastTheLimitAreRefusedUntilOneEnds) {
   second->Finish();
 }
 
+class WatchBytesTest : public JobsApiTest {
+ protected:
+  WatchBytesTest() { options_.max_watch_bytes = (5 << 20) / 2; }  // 2.5 MiB
+};
+
+TEST_F(WatchBytesTest, UnreadFullWatchesHoldAtMostTheBudget) {
+  // A 1 MiB payload: each FULL Watch writes it at once. Clients that do
+  // not read leave those writes in flight once gRPC's flow-control windows
+  // are full, and past 2.5 MiB of them a new one is refused.
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job,
+                             Submit("q", "k", std::string(1 << 20, 'x')));
+  v1::WatchRequest request;
+  request.set_job_id(job.id());
+  request.set_view(v1::JOB_VIEW_FULL);
+  constexpr int kWatches = 40;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::WatchResponse>>> watches;
+  for (int i = 0; i < kWatches; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(
+        absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    watches.push_back(jobs().Watch(contexts.back().get(), request));
+  }
+  // Opened, none read: every one was either refused or is writing.
+  ASSERT_TRUE(Eventually([&] {
+    return server().broker()->WatcherCount() < kWatches;
+  })) << "no Watch was refused though none was read";
+  int refused = 0, delivered = 0;
+  for (int i = 0; i < kWatches; ++i) {
+    v1::WatchResponse update;
+    if (watches[i]->Read(&update)) {
+      EXPECT_EQ(update.job().payload().size(), 1u << 20);
+      ++delivered;
+      contexts[i]->TryCancel();
+      watches[i]->Finish();
+      continue;
+    }
+    absl::Status status = FromGrpcStatus(watches[i]->Finish());
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted,
+                                 HasSubstr("have not read")));
+    ++refused;
+  }
+  EXPECT_GE(refused, 1);
+  EXPECT_GE(delivered, 2) << "the budget holds two such responses";
+}
+
 TEST_F(JobsApiTest, WaitReturnsTheJobOnceItIsTerminal) {
   Tick();  // sets the broker's first retention deadline (see below)
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
