@@ -88,6 +88,9 @@ ABSL_FLAG(absl::Duration, listener_probe_interval, absl::Seconds(10),
 ABSL_FLAG(int64_t, max_watchers, 100000,
           "Most Watch and Wait calls open at once; past it they are refused "
           "with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_watchers_per_connection, 10000,
+          "Most Watch and Wait calls one client connection may have open; "
+          "past it they are refused with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_watch_bytes, 256 << 20,
           "Bytes of FULL-view Watch responses (payload and result) written "
           "but not yet read by their clients, across all Watch calls; past "
@@ -151,6 +154,12 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   options.broker.max_sessions = absl::GetFlag(FLAGS_max_worker_sessions);
   options.broker.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   options.max_watch_bytes = absl::GetFlag(FLAGS_max_watch_bytes);
+  options.max_watchers_per_connection =
+      absl::GetFlag(FLAGS_max_watchers_per_connection);
+  if (options.max_watchers_per_connection < 1) {
+    return absl::InvalidArgumentError(
+        "--max_watchers_per_connection must be >= 1");
+  }
   if (options.max_watch_bytes < 1) {
     return absl::InvalidArgumentError("--max_watch_bytes must be >= 1");
   }

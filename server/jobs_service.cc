@@ -65,8 +65,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
                            public JobSink,
                            public std::enable_shared_from_this<WatchReactor> {
  public:
-  WatchReactor(Broker* broker, bool with_payload, ByteBudget* budget)
-      : broker_(broker), with_payload_(with_payload), budget_(budget) {}
+  WatchReactor(Broker* broker, bool with_payload, ByteBudget* budget,
+               PeerCounter::Slot slot)
+      : broker_(broker),
+        with_payload_(with_payload),
+        budget_(budget),
+        slot_(std::move(slot)) {}
 
   // Registers with the broker, or ends the call with `invalid` if set.
   void Start(absl::StatusOr<int64_t> id, std::shared_ptr<WatchReactor> self) {
@@ -162,6 +166,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
   Broker* const broker_;
   const bool with_payload_;
   ByteBudget* const budget_;
+  PeerCounter::Slot slot_;              // the connection's, while open
   int64_t in_flight_bytes_ = 0;         // of the write in flight, taken
   std::shared_ptr<WatchReactor> self_;  // until OnDone
   v1::WatchResponse response_;          // owned by the write in flight
@@ -231,7 +236,8 @@ class WaitSink final : public JobSink {
 // hour, and every tick would look at it.
 class WaitReactor final : public grpc::ServerUnaryReactor {
  public:
-  explicit WaitReactor(Broker* broker) : broker_(broker) {}
+  WaitReactor(Broker* broker, PeerCounter::Slot slot)
+      : broker_(broker), slot_(std::move(slot)) {}
 
   // Set before the reactor is returned to gRPC, so before any OnCancel.
   void set_watch(std::shared_ptr<WaitSink> sink, uint64_t handle) {
@@ -250,6 +256,7 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
 
  private:
   Broker* const broker_;
+  PeerCounter::Slot slot_;  // the connection's, while open
   std::shared_ptr<WaitSink> sink_;
   uint64_t handle_ = 0;
 };
@@ -422,8 +429,11 @@ grpc::ServerWriteReactor<v1::WatchResponse>* JobsService::Watch(
   } else if (id.ok()) {
     if (absl::Status s = CheckVisible(*caller, *id); !s.ok()) id = s;
   }
+  PeerCounter::Slot slot = watchers_by_peer_.Take(ctx->peer());
+  if (!slot && id.ok()) id = TooManyWatchers();
   auto reactor = std::make_shared<WatchReactor>(
-      broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC), &watch_bytes_);
+      broker_, WantPayload(request->view(), v1::JOB_VIEW_BASIC), &watch_bytes_,
+      std::move(slot));
   WatchReactor* raw = reactor.get();
   raw->Start(std::move(id), std::move(reactor));
   return raw;
@@ -453,7 +463,9 @@ grpc::ServerUnaryReactor* JobsService::Wait(grpc::CallbackServerContext* ctx,
                                           absl::FormatDuration(kMaxWait))));
     }
   }
-  auto* reactor = new WaitReactor(broker_);
+  PeerCounter::Slot slot = watchers_by_peer_.Take(ctx->peer());
+  if (!slot) return Finish(ctx, TooManyWatchers());
+  auto* reactor = new WaitReactor(broker_, std::move(slot));
   auto sink = std::make_shared<WaitSink>(
       broker_, reactor, response,
       WantPayload(request->view(), v1::JOB_VIEW_FULL));
@@ -619,6 +631,13 @@ grpc::ServerUnaryReactor* JobsService::PurgeQueue(
                    response->set_purged(static_cast<uint64_t>(purged));
                  }));
   return reactor;
+}
+
+absl::Status JobsService::TooManyWatchers() const {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "this connection has ", watchers_by_peer_.limit(),
+      " Watch and Wait calls open (--max_watchers_per_connection); end some, "
+      "or poll with Get"));
 }
 
 absl::Status JobsService::CheckVisible(const Caller& caller, int64_t id) {

@@ -3,7 +3,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
+#include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "server/access.h"
 #include "server/core/broker.h"
@@ -32,13 +37,70 @@ class ByteBudget {
 
 // The client API (ferry.v1.Jobs) over the broker core. Each handler
 // validates, calls the core and finishes; docs/protocol.md lists the codes.
+// Open Watch and Wait calls per connection (gRPC's peer string names one),
+// up to a limit, so that one client cannot take every watcher ferryd has.
+class PeerCounter {
+ public:
+  explicit PeerCounter(int64_t limit) : limit_(limit) {}
+
+  // One call's place, given back when it is destroyed; empty if the
+  // connection had none left.
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(PeerCounter* counter, std::string peer)
+        : counter_(counter), peer_(std::move(peer)) {}
+    Slot(Slot&& other) noexcept
+        : counter_(std::exchange(other.counter_, nullptr)),
+          peer_(std::move(other.peer_)) {}
+    Slot& operator=(Slot&& other) noexcept {
+      std::swap(counter_, other.counter_);
+      std::swap(peer_, other.peer_);
+      return *this;
+    }
+    ~Slot() {
+      if (counter_ != nullptr) counter_->Give(peer_);
+    }
+    explicit operator bool() const { return counter_ != nullptr; }
+
+   private:
+    PeerCounter* counter_ = nullptr;
+    std::string peer_;
+  };
+
+  Slot Take(const std::string& peer) {
+    absl::MutexLock lock(&mu_);
+    int64_t& count = counts_[peer];
+    if (count >= limit_) return Slot();
+    ++count;
+    return Slot(this, peer);
+  }
+  int64_t limit() const { return limit_; }
+
+ private:
+  void Give(const std::string& peer) {
+    absl::MutexLock lock(&mu_);
+    auto it = counts_.find(peer);
+    if (it != counts_.end() && --it->second <= 0) counts_.erase(it);
+  }
+
+  const int64_t limit_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+};
+
 class JobsService final : public v1::Jobs::CallbackService {
  public:
   // `broker` and `access` are not owned and must outlive the service.
   // Watch responses with payloads that clients have not read yet hold at
-  // most `max_watch_bytes` (past it such a Watch is ended).
-  JobsService(Broker* broker, Access* access, int64_t max_watch_bytes)
-      : broker_(broker), access_(access), watch_bytes_(max_watch_bytes) {}
+  // most `max_watch_bytes` (past it such a Watch is ended); one connection
+  // has at most `max_watchers_per_connection` Watch and Wait calls open.
+  JobsService(Broker* broker, Access* access, int64_t max_watch_bytes,
+              int64_t max_watchers_per_connection)
+      : broker_(broker),
+        access_(access),
+        watch_bytes_(max_watch_bytes),
+        watchers_by_peer_(max_watchers_per_connection) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request,
@@ -87,10 +149,12 @@ class JobsService final : public v1::Jobs::CallbackService {
   // For a caller limited to some queues, job `id` must be in one of them:
   // NOT_FOUND, as for a job that does not exist, if it is not.
   absl::Status CheckVisible(const Caller& caller, int64_t id);
+  absl::Status TooManyWatchers() const;
 
   Broker* const broker_;
   Access* const access_;
   ByteBudget watch_bytes_;
+  PeerCounter watchers_by_peer_;
 };
 
 }  // namespace ferry

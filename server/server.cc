@@ -188,7 +188,8 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   FERRY_RETURN_IF_ERROR(store->AwaitStartupCheck());
   FERRY_RETURN_IF_ERROR(loaded);
   server->jobs_ = std::make_unique<JobsService>(
-      server->broker_.get(), server->access_.get(), opts.max_watch_bytes);
+      server->broker_.get(), server->access_.get(), opts.max_watch_bytes,
+      opts.max_watchers_per_connection);
   server->workers_ = std::make_unique<WorkersService>(server->broker_.get(),
                                                       server->access_.get());
 

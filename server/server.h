@@ -65,6 +65,8 @@ struct ServerOptions {
   // taken by their clients, across all streams; past it such a Watch is
   // ended with RESOURCE_EXHAUSTED.
   int64_t max_watch_bytes = 256 << 20;
+  // Watch and Wait calls one connection may have open.
+  int64_t max_watchers_per_connection = 10000;
   std::function<void()> on_listener_lost;
 };
 

@@ -416,6 +416,58 @@ TEST_F(WatcherLimitTest, WatchAndWaitPastTheLimitAreRefusedUntilOneEnds) {
   second->Finish();
 }
 
+class WatchersPerConnectionTest : public JobsApiTest {
+ protected:
+  WatchersPerConnectionTest() { options_.max_watchers_per_connection = 2; }
+};
+
+TEST_F(WatchersPerConnectionTest, OneConnectionCannotTakeEveryWatcher) {
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job, Submit("q", "k", "p"));
+  v1::WatchRequest request;
+  request.set_job_id(job.id());
+  grpc::ClientContext a_ctx, b_ctx, c_ctx;
+  auto a = jobs().Watch(&a_ctx, request);
+  auto b = jobs().Watch(&b_ctx, request);
+  v1::WatchResponse update;
+  ASSERT_TRUE(a->Read(&update));
+  ASSERT_TRUE(b->Read(&update));
+  // A third on the same connection: refused, Watch and Wait alike.
+  c_ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  auto c = jobs().Watch(&c_ctx, request);
+  EXPECT_FALSE(c->Read(&update));
+  EXPECT_THAT(FromGrpcStatus(c->Finish()),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("--max_watchers_per_connection")));
+  EXPECT_THAT(Wait(job.id(), absl::Seconds(30)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  // Another connection has its own.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::unique_ptr<v1::Jobs::Stub> other =
+      v1::Jobs::NewStub(grpc::CreateCustomChannel(
+          server().address(), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext d_ctx;
+  d_ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  auto d = other->Watch(&d_ctx, request);
+  EXPECT_TRUE(d->Read(&update));
+  // One ends: the first connection has room again.
+  a_ctx.TryCancel();
+  a->Finish();
+  EXPECT_TRUE(Eventually([&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    auto again = jobs().Watch(&ctx, request);
+    v1::WatchResponse got;
+    const bool ok = again->Read(&got);
+    ctx.TryCancel();
+    again->Finish();
+    return ok;
+  }));
+  for (grpc::ClientContext* ctx : {&b_ctx, &d_ctx}) ctx->TryCancel();
+  b->Finish();
+  d->Finish();
+}
+
 class WatchBytesTest : public JobsApiTest {
  protected:
   WatchBytesTest() { options_.max_watch_bytes = (5 << 20) / 2; }  // 2.5 MiB
