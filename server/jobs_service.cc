@@ -123,13 +123,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
       const int64_t bytes = static_cast<int64_t>(
           response_.job().payload().size() + response_.job().result().size());
       if (!budget_->TryTake(bytes)) {
-        Close(absl::ResourceExhaustedError(absl::StrCat(
+        writes_.AbandonWrite(absl::ResourceExhaustedError(absl::StrCat(
             "Watch responses with payloads that their clients have not read "
             "hold over ",
             budget_->limit() >> 20,
             " MiB in ferryd: this Watch is ended; read your streams, or watch "
             "with the BASIC view and Get the payload")));
-        writes_.WriteDone(false);
         Kick();
         return;
       }

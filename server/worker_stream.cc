@@ -28,13 +28,16 @@ void WorkerStream::Start(std::shared_ptr<WorkerStream> self,
   StartRead(&in_);
 }
 
+size_t WorkerStream::PayloadBytes(const v1::ServerMessage& message) {
+  size_t bytes = message.assignment().job().payload().size();
+  for (const v1::ServerMessage& inner : message.batch().messages()) {
+    bytes += inner.assignment().job().payload().size();
+  }
+  return bytes;
+}
+
 void WorkerStream::Push(WorkerEvent event) {
-  v1::ServerMessage message = ToServerMessage(std::move(event));
-  // Payloads are what a queue of assignments costs.
-  const size_t bytes = message.has_assignment()
-                           ? message.assignment().job().payload().size()
-                           : 0;
-  if (!writes_.Push(std::move(message), bytes)) {
+  if (!writes_.Push(ToServerMessage(std::move(event)))) {
     overflowed_.store(true);
   }
 }

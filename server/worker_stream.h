@@ -43,6 +43,9 @@ class WorkerStream final
   void OnDone() override;
 
  private:
+  // The payload bytes of the assignments in `message` (a batch's too):
+  // what a queue of messages for a worker costs.
+  static size_t PayloadBytes(const v1::ServerMessage& message);
   // Handles one message; an error ends the stream with it.
   absl::Status Handle(const v1::WorkerMessage& msg);
   // A message after the Hello, for the open `session`.
@@ -60,7 +63,7 @@ class WorkerStream final
   v1::ServerMessage out_;               // owned by the write in flight
 
   WriteQueue<v1::ServerMessage> writes_{kMaxQueuedWorkerMessages,
-                                        kMaxQueuedWorkerBytes};
+                                        kMaxQueuedWorkerBytes, &PayloadBytes};
   // Set by a Push that overflowed writes_ (under the broker's lock);
   // Kick ends the session, outside it.
   std::atomic<bool> overflowed_{false};

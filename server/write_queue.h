@@ -20,26 +20,29 @@ class WriteQueue {
  public:
   enum class Action { kNothing, kWrite, kFinish };
 
-  // At most `max_pending` items, and items of at most `max_bytes` bytes
-  // (as Push is told), wait (0: no limit): a peer that stops reading
-  // cannot grow the server's memory without end.
-  explicit WriteQueue(size_t max_pending = 0, size_t max_bytes = 0)
-      : max_pending_(max_pending), max_bytes_(max_bytes) {}
+  // The bytes of an item worth counting (its payloads); for what a write
+  // carries too (several items bundled in one, see Next).
+  using BytesFn = size_t (*)(const Item&);
 
-  // Queues `item`, which holds `bytes` bytes worth counting (a payload).
+  // At most `max_pending` items wait, and with `bytes_of`, items of at
+  // most `max_bytes` bytes (0: no limit): a peer that stops reading
+  // cannot grow the server's memory without end.
+  explicit WriteQueue(size_t max_pending = 0, size_t max_bytes = 0,
+                      BytesFn bytes_of = nullptr)
+      : max_pending_(max_pending), max_bytes_(max_bytes), bytes_of_(bytes_of) {}
+
   // Dropped once the stream is closing. Returns false for the push that
   // overflowed the queue: what was queued is dropped, the stream closes
   // with RESOURCE_EXHAUSTED, and the caller must end its side of it.
-  bool Push(Item item, size_t bytes = 0) {
+  bool Push(Item item) {
+    const size_t bytes = bytes_of_ != nullptr ? bytes_of_(item) : 0;
     absl::MutexLock lock(&mu_);
     if (closing_) return true;
     const bool too_many = max_pending_ > 0 && pending_.size() >= max_pending_;
     const bool too_big = max_bytes_ > 0 && !pending_.empty() &&
                          pending_bytes_ + bytes > max_bytes_;
     if (too_many || too_big) {
-      pending_.clear();
-      sizes_.clear();
-      pending_bytes_ = 0;
+      DropPendingLocked();
       closing_ = true;
       status_ = absl::ResourceExhaustedError(absl::StrCat(
           "more than ",
@@ -50,7 +53,6 @@ class WriteQueue {
       return false;
     }
     pending_.push_back(std::move(item));
-    sizes_.push_back(bytes);
     pending_bytes_ += bytes;
     return true;
   }
@@ -61,20 +63,33 @@ class WriteQueue {
   // behind skips to the latest and costs the server `max_waiting` items,
   // however long it does not read.
   void PushLatest(Item item, size_t max_waiting) {
+    const size_t bytes = bytes_of_ != nullptr ? bytes_of_(item) : 0;
     absl::MutexLock lock(&mu_);
     if (closing_) return;
     if (pending_.size() < max_waiting || pending_.empty()) {
       pending_.push_back(std::move(item));
-      sizes_.push_back(0);
     } else {
+      if (bytes_of_ != nullptr) pending_bytes_ -= bytes_of_(pending_.back());
       pending_.back() = std::move(item);
     }
+    pending_bytes_ += bytes;
   }
 
   // Finish with `status` after what is queued is written. First call wins.
   void Close(absl::Status status) {
     absl::MutexLock lock(&mu_);
     if (closing_) return;
+    closing_ = true;
+    status_ = std::move(status);
+  }
+
+  // The write Next just handed out cannot be made (the server will not
+  // hold it): nothing more is written, and the stream finishes with
+  // `status`, even if it was closing with another.
+  void AbandonWrite(absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    DropPendingLocked();
     closing_ = true;
     status_ = std::move(status);
   }
@@ -99,13 +114,8 @@ class WriteQueue {
     if (done_ || writing_ || finished_) return Action::kNothing;
     if (!pending_.empty()) {
       writing_ = true;
-      const size_t before = pending_.size();
       take(pending_, item);
-      // `take` took the first (before - size) items: forget their sizes.
-      for (size_t i = pending_.size(); i < before; ++i) {
-        pending_bytes_ -= sizes_.front();
-        sizes_.pop_front();
-      }
+      if (bytes_of_ != nullptr) pending_bytes_ -= bytes_of_(*item);
       *more = !pending_.empty();
       return Action::kWrite;
     }
@@ -120,9 +130,7 @@ class WriteQueue {
     absl::MutexLock lock(&mu_);
     writing_ = false;
     if (ok) return;
-    pending_.clear();
-    sizes_.clear();
-    pending_bytes_ = 0;
+    DropPendingLocked();
     if (!closing_) {
       closing_ = true;
       status_ = absl::UnavailableError("the stream broke while writing");
@@ -136,12 +144,17 @@ class WriteQueue {
   }
 
  private:
+  void DropPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    pending_.clear();
+    pending_bytes_ = 0;
+  }
+
   const size_t max_pending_;
   const size_t max_bytes_;
+  const BytesFn bytes_of_;
   absl::Mutex mu_;
   std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
-  std::deque<size_t> sizes_ ABSL_GUARDED_BY(mu_);  // bytes of each pending
-  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // bytes_of_ the pending
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

@@ -64,17 +64,20 @@ TEST(WriteQueueTest, PushKeepsEveryItemUpToItsCap) {
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
 }
 
+// Counts an item's length as its bytes.
+size_t Length(const std::string& item) { return item.size(); }
+
 TEST(WriteQueueTest, PushCountsBytesUntilTheyAreTaken) {
-  Queue queue(/*max_pending=*/0, /*max_bytes=*/100);
+  Queue queue(/*max_pending=*/0, /*max_bytes=*/100, &Length);
   std::string item;
   absl::Status status;
   bool more = false;
-  EXPECT_TRUE(queue.Push("a", 60));
+  EXPECT_TRUE(queue.Push(std::string(60, 'a')));
   ASSERT_EQ(queue.Next(&item, &status, &more), Queue::Action::kWrite);
   // "a" is in flight, no longer waiting: 60 + 30 fit.
-  EXPECT_TRUE(queue.Push("b", 60));
-  EXPECT_TRUE(queue.Push("c", 30));
-  EXPECT_FALSE(queue.Push("d", 20)) << "110 bytes would wait";
+  EXPECT_TRUE(queue.Push(std::string(60, 'b')));
+  EXPECT_TRUE(queue.Push(std::string(30, 'c')));
+  EXPECT_FALSE(queue.Push(std::string(20, 'd'))) << "110 bytes would wait";
   queue.WriteDone(true);
   EXPECT_EQ(queue.Next(&item, &status, &more), Queue::Action::kFinish);
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
@@ -83,8 +86,21 @@ TEST(WriteQueueTest, PushCountsBytesUntilTheyAreTaken) {
 }
 
 TEST(WriteQueueTest, OneItemOverTheByteCapStillGoes) {
-  Queue queue(/*max_pending=*/0, /*max_bytes=*/100);
-  EXPECT_TRUE(queue.Push("big", 1000)) << "nothing else waits";
+  Queue queue(/*max_pending=*/0, /*max_bytes=*/100, &Length);
+  EXPECT_TRUE(queue.Push(std::string(1000, 'x'))) << "nothing else waits";
+}
+
+TEST(WriteQueueTest, AbandonedWriteFinishesWithItsStatusOverAClose) {
+  Queue queue;
+  std::string item;
+  absl::Status status;
+  bool more = false;
+  queue.Push("terminal");
+  queue.Close(absl::OkStatus());
+  ASSERT_EQ(queue.Next(&item, &status, &more), Queue::Action::kWrite);
+  queue.AbandonWrite(absl::ResourceExhaustedError("over budget"));
+  EXPECT_EQ(queue.Next(&item, &status, &more), Queue::Action::kFinish);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace
