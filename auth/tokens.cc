@@ -49,6 +49,19 @@ absl::string_view RoleName(Role role) {
   return "?";
 }
 
+std::string RolesAllowing(Role role) {
+  std::vector<absl::string_view> names;
+  for (Role holder : kRoles) {
+    const TokenEntry only{"", static_cast<uint8_t>(holder), {}, ""};
+    if (only.Has(role)) names.push_back(RoleName(holder));
+  }
+  std::string text(names.front());
+  for (size_t i = 1; i < names.size(); ++i) {
+    absl::StrAppend(&text, i + 1 == names.size() ? " or " : ", ", names[i]);
+  }
+  return text;
+}
+
 bool TokenEntry::Has(Role role) const {
   if (roles & static_cast<uint8_t>(Role::kAdmin)) return true;
   if (roles & static_cast<uint8_t>(role)) return true;

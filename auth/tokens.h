@@ -36,6 +36,10 @@ enum class Role : uint8_t {
 // "read", "submit", "work", "admin".
 absl::string_view RoleName(Role role);
 
+// "read, submit or admin": the roles that allow what `role` does (as
+// TokenEntry::Has decides).
+std::string RolesAllowing(Role role);
+
 // One token: a line of the token file.
 struct TokenEntry {
   std::string name;

@@ -33,21 +33,6 @@ absl::string_view BearerToken(const grpc::ServerContextBase& ctx) {
   return value.substr(kScheme.size());
 }
 
-// "read, submit or admin": the roles that allow what `role` does.
-absl::string_view RolesAllowing(Role role) {
-  switch (role) {
-    case Role::kRead:
-      return "read, submit or admin";
-    case Role::kSubmit:
-      return "submit or admin";
-    case Role::kWork:
-      return "work or admin";
-    case Role::kAdmin:
-      return "admin";
-  }
-  return "admin";
-}
-
 absl::StatusOr<std::shared_ptr<const TokenSet>> ReadTokens(
     const std::string& path) {
   absl::StatusOr<std::string> text = ReadFileToString(path);

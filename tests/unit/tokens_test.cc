@@ -39,6 +39,13 @@ TEST(RolesTest, AdminAndSubmitIncludeOthers) {
   EXPECT_TRUE(work.Has(Role::kWork));
 }
 
+TEST(RolesTest, RolesAllowingNamesEveryRoleThatIncludesIt) {
+  EXPECT_EQ(RolesAllowing(Role::kRead), "read, submit or admin");
+  EXPECT_EQ(RolesAllowing(Role::kSubmit), "submit or admin");
+  EXPECT_EQ(RolesAllowing(Role::kWork), "work or admin");
+  EXPECT_EQ(RolesAllowing(Role::kAdmin), "admin");
+}
+
 TEST(TokenFileTest, RoundTripsAFormattedLine) {
   TokenEntry entry;
   entry.name = "billing";
