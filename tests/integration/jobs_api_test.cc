@@ -53,6 +53,19 @@ struct World {
 
 class JobsApiTest : public ServerTest {
  protected:
+  // Whether a new Watch gets its first message (then it is cancelled):
+  // false while the broker refuses it.
+  bool WatchOpens(const v1::WatchRequest& request) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    auto watch = jobs().Watch(&ctx, request);
+    v1::WatchResponse first;
+    const bool ok = watch->Read(&first);
+    ctx.TryCancel();
+    watch->Finish();
+    return ok;
+  }
+
   absl::StatusOr<v1::ListResponse> List(v1::ListRequest request) {
     return Call(jobs(), &v1::Jobs::Stub::List, request);
   }
@@ -402,16 +415,8 @@ TEST_F(WatcherLimitTest, WatchAndWaitPastTheLimitAreRefusedUntilOneEnds) {
   // One ends: room for a new one.
   first_ctx.TryCancel();
   first->Finish();
-  ASSERT_TRUE(Eventually([&] {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
-    auto again = jobs().Watch(&ctx, request);
-    v1::WatchResponse got;
-    const bool ok = again->Read(&got);
-    ctx.TryCancel();
-    again->Finish();
-    return ok;
-  })) << "the cancelled watch never made room";
+  ASSERT_TRUE(Eventually([&] { return WatchOpens(request); }))
+      << "the cancelled watch never made room";
   second_ctx.TryCancel();
   second->Finish();
 }
@@ -453,16 +458,7 @@ TEST_F(WatchersPerConnectionTest, OneConnectionCannotTakeEveryWatcher) {
   // One ends: the first connection has room again.
   a_ctx.TryCancel();
   a->Finish();
-  EXPECT_TRUE(Eventually([&] {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
-    auto again = jobs().Watch(&ctx, request);
-    v1::WatchResponse got;
-    const bool ok = again->Read(&got);
-    ctx.TryCancel();
-    again->Finish();
-    return ok;
-  }));
+  EXPECT_TRUE(Eventually([&] { return WatchOpens(request); }));
   for (grpc::ClientContext* ctx : {&b_ctx, &d_ctx}) ctx->TryCancel();
   b->Finish();
   d->Finish();
