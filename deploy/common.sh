@@ -16,6 +16,8 @@ FERRY_PACKAGES=(
   # The Python examples and the interop test (Debian's grpc_tools.protoc
   # imports pkg_resources but does not depend on it).
   python3-grpcio python3-grpc-tools python3-pkg-resources
+  # Raw HTTP/2 frames for the tests of stream floods (tests/e2e/h2_flood.py).
+  python3-h2
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

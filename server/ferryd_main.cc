@@ -88,9 +88,15 @@ ABSL_FLAG(absl::Duration, listener_probe_interval, absl::Seconds(10),
 ABSL_FLAG(int64_t, max_watchers, 100000,
           "Most Watch and Wait calls open at once; past it they are refused "
           "with RESOURCE_EXHAUSTED.");
-ABSL_FLAG(int64_t, max_watchers_per_connection, 10000,
+ABSL_FLAG(int64_t, max_watchers_per_connection, 1000,
           "Most Watch and Wait calls one client connection may have open; "
-          "past it they are refused with RESOURCE_EXHAUSTED.");
+          "past it they are refused with RESOURCE_EXHAUSTED. Must be below "
+          "--max_streams_per_connection.");
+ABSL_FLAG(int, max_streams_per_connection, 2000,
+          "Most calls one client connection may have open at once (HTTP/2 "
+          "SETTINGS_MAX_CONCURRENT_STREAMS): gRPC clients wait for a free "
+          "one; streams past it from a client that ignores the setting are "
+          "refused.");
 ABSL_FLAG(int64_t, max_watch_bytes, 256 << 20,
           "Bytes of FULL-view Watch responses (payload and result) written "
           "but not yet read by their clients, across all Watch calls; past "
@@ -159,6 +165,18 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   if (options.max_watchers_per_connection < 1) {
     return absl::InvalidArgumentError(
         "--max_watchers_per_connection must be >= 1");
+  }
+  options.max_streams_per_connection =
+      absl::GetFlag(FLAGS_max_streams_per_connection);
+  if (options.max_watchers_per_connection >=
+      options.max_streams_per_connection) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_watchers_per_connection (",
+        options.max_watchers_per_connection,
+        ") must be below --max_streams_per_connection (",
+        options.max_streams_per_connection,
+        "), so that a client with every Watch open can still make other "
+        "calls"));
   }
   if (options.max_watch_bytes < 1) {
     return absl::InvalidArgumentError("--max_watch_bytes must be >= 1");

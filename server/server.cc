@@ -207,6 +207,8 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   // same address would start beside the first and split its clients
   // between two databases. Off: the second one fails to bind.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             opts.max_streams_per_connection);
   builder.RegisterService(server->jobs_.get());
   builder.RegisterService(server->workers_.get());
   const int max_message = MaxMessageBytes(opts.broker.policy.max_payload_bytes);

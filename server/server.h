@@ -66,7 +66,14 @@ struct ServerOptions {
   // ended with RESOURCE_EXHAUSTED.
   int64_t max_watch_bytes = 256 << 20;
   // Watch and Wait calls one connection may have open.
-  int64_t max_watchers_per_connection = 10000;
+  int64_t max_watchers_per_connection = 1000;
+  // Streams (calls) one connection may have open, advertised as HTTP/2's
+  // SETTINGS_MAX_CONCURRENT_STREAMS: gRPC clients queue calls past it, and
+  // a client that ignores it has the extra streams refused. Without it, a
+  // connection opening streams and never finishing them cost ferryd about
+  // 12 KB each, without end. Larger than max_watchers_per_connection, so
+  // that a client at its watcher cap can still make other calls.
+  int max_streams_per_connection = 2000;
   std::function<void()> on_listener_lost;
 };
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <memory>
@@ -365,6 +366,90 @@ TEST_F(FerrydTest, ListenerProbeSucceedsOnAHealthyBrokerAndRaisesTheFileLimit) {
   EXPECT_THAT(ferryd->Output(), Not(HasSubstr("listener probe failed")));
   ferryd->Signal(SIGTERM);
   EXPECT_THAT(ferryd->Wait(absl::Seconds(30)), IsOkAndHolds(0));
+}
+
+// Debian's interpreter, which has python3-h2 (deploy/common.sh installs
+// it), writing raw HTTP/2 frames as an attacker would.
+constexpr char kPython[] = "/usr/bin/python3";
+constexpr char kH2Flood[] = FERRY_SOURCE_DIR "/tests/e2e/h2_flood.py";
+
+// A process's resident memory, from /proc; -1 if unreadable.
+int64_t RssKib(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string key;
+  int64_t value = -1;
+  while (status >> key) {
+    if (key == "VmRSS:" && status >> value) return value;
+  }
+  return -1;
+}
+
+absl::Status SubmitOne(Ferryd& ferryd, const std::string& queue) {
+  v1::SubmitRequest request;
+  request.mutable_job()->set_queue(queue);
+  request.mutable_job()->set_kind("k");
+  v1::SubmitResponse response;
+  const grpc::Status status =
+      ferryd.jobs().Submit(Context().get(), request, &response);
+  return status.ok() ? absl::OkStatus()
+                     : absl::UnavailableError(status.error_message());
+}
+
+TEST_F(FerrydTest, StreamsPastTheConnectionLimitAreRefusedAndHoldNoMemory) {
+  // Without SETTINGS_MAX_CONCURRENT_STREAMS, 5,000 streams opened on one
+  // connection and never finished held about 60 MiB of ferryd (12 KB each),
+  // with no end. With a limit of 100 the rest are refused.
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Ferryd> ferryd,
+      Ferryd::Start(FERRYD_PATH, Db(),
+                    {"--max_streams_per_connection=100",
+                     "--max_watchers_per_connection=50"}));
+  ASSERT_THAT(SubmitOne(*ferryd, "warmup"), IsOk());
+  const int64_t before = RssKib(ferryd->process().pid());
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Subprocess> attacker,
+                             Subprocess::Start({kPython, kH2Flood, "open",
+                                                ferryd->address(), "5000"}));
+  FERRY_ASSERT_OK_AND_ASSIGN(std::string held,
+                             attacker->WaitForLine("held ", absl::Seconds(60)));
+  const int64_t after = RssKib(ferryd->process().pid());
+  RecordProperty("rss_growth_kib", static_cast<int>(after - before));
+  EXPECT_THAT(held, Not(HasSubstr("refused=0 closed=0")))
+      << "the server neither refused a stream nor closed the connection";
+  EXPECT_LT(after - before, 16 * 1024) << held;
+  EXPECT_THAT(SubmitOne(*ferryd, "normal"), IsOk());
+}
+
+TEST_F(FerrydTest, NormalClientsAreServedDuringARapidResetFlood) {
+  // HTTP/2 rapid reset (CVE-2023-44487): gRPC 1.51 has no setting that
+  // bounds the memory it costs (docs/operations.md says what does), but
+  // ferryd must keep serving others through it: every Submit made during
+  // the flood succeeds within its 10 s deadline.
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
+                             Ferryd::Start(FERRYD_PATH, Db()));
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Subprocess> attacker,
+      Subprocess::Start(
+          {kPython, kH2Flood, "reset", ferryd->address(), "20000", "60"}));
+  int during = 0;
+  absl::Duration slowest;
+  for (int i = 0;
+       i < 5000 && attacker->Output().find("flood ") == std::string::npos;
+       ++i) {
+    const absl::Time start = absl::Now();
+    ASSERT_THAT(SubmitOne(*ferryd, "normal"), IsOk()) << "submit " << i;
+    slowest = std::max(slowest, absl::Now() - start);
+    ++during;
+  }
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::string flood, attacker->WaitForLine("flood ", absl::Seconds(90)));
+  RecordProperty("submits_during_flood", during);
+  RecordProperty("slowest_submit_ms",
+                 static_cast<int>(absl::ToInt64Milliseconds(slowest)));
+  RecordProperty("rss_kib_after",
+                 static_cast<int>(RssKib(ferryd->process().pid())));
+  EXPECT_THAT(flood, HasSubstr("sent=20000")) << "the flood did not run";
+  EXPECT_GT(during, 0);
+  EXPECT_THAT(SubmitOne(*ferryd, "after"), IsOk());
 }
 
 TEST_F(FerrydTest, BadFlagIsAUsageError) {
