@@ -99,8 +99,9 @@ ABSL_FLAG(int, max_streams_per_connection, 2000,
           "refused.");
 ABSL_FLAG(int64_t, max_watch_bytes, 256 << 20,
           "Bytes of FULL-view Watch responses (payload and result) written "
-          "but not yet read by their clients, across all Watch calls; past "
-          "it such a Watch is ended with RESOURCE_EXHAUSTED.");
+          "but not yet read by their clients, across all Watch calls, "
+          "counting gRPC's copy too; past it such a Watch is ended with "
+          "RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_worker_sessions, 10000,
           "Most worker streams (Workers.Connect) open at once; past it a "
           "worker's Hello is refused with RESOURCE_EXHAUSTED.");

@@ -111,28 +111,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
     }
     response_.Clear();
     ToProto(next, /*with_payload=*/false, response_.mutable_job());
-    if (with_payload_) {
-      // Updates carry no payload; read it (and the result) when asked for.
-      absl::StatusOr<JobRecord> full = broker_->Get(next.id, true);
-      if (full.ok()) {
-        response_.mutable_job()->set_payload(full->payload);
-        response_.mutable_job()->set_result(full->result);
-      }
-      // A client that does not read leaves this write, payload and all,
-      // in gRPC's buffers: all such writes share one budget.
-      const int64_t bytes = static_cast<int64_t>(
-          response_.job().payload().size() + response_.job().result().size());
-      if (!budget_->TryTake(bytes)) {
-        writes_.AbandonWrite(absl::ResourceExhaustedError(absl::StrCat(
-            "Watch responses with payloads that their clients have not read "
-            "hold over ",
-            budget_->limit() >> 20,
-            " MiB in ferryd: this Watch is ended; read your streams, or watch "
-            "with the BASIC view and Get the payload")));
-        Kick();
-        return;
-      }
-      in_flight_bytes_ = bytes;
+    if (with_payload_ && !AddPayload(next.id)) {
+      writes_.AbandonWrite(absl::ResourceExhaustedError(absl::StrCat(
+          "Watch responses with payloads that their clients have not read "
+          "hold over ",
+          budget_->limit() >> 20,
+          " MiB in ferryd: this Watch is ended; read your streams, or watch "
+          "with the BASIC view and Get the payload")));
+      Kick();
+      return;
     }
     // Updates queued together leave in one socket write, as on streams.
     StartWrite(&response_, more ? grpc::WriteOptions().set_buffer_hint()
@@ -141,6 +128,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
 
   void OnWriteDone(bool ok) override {
     budget_->Give(std::exchange(in_flight_bytes_, 0));
+    // Let a written payload go now (clearing would keep its capacity),
+    // not with the next update or when the call is done.
+    if (with_payload_) v1::WatchResponse().Swap(&response_);
     writes_.WriteDone(ok);
     Kick();
   }
@@ -162,6 +152,28 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchResponse>,
   }
 
  private:
+  // Reads the job's payload and result into response_ if the budget holds
+  // them; false if it does not. A client that does not read leaves the
+  // write, payload and all, in ferryd: our response and gRPC's serialized
+  // copy of it. All such writes share one budget, and the most a response
+  // can carry is taken from it before the read, so that a burst of new
+  // Watch calls cannot read more than the budget either.
+  bool AddPayload(int64_t id) {
+    const int64_t most =
+        2 * 2 * broker_->options().policy.max_payload_bytes;  // copies, fields
+    if (!budget_->TryTake(most)) return false;
+    absl::StatusOr<JobRecord> full = broker_->Get(id, true);
+    if (full.ok()) {
+      response_.mutable_job()->set_payload(std::move(full->payload));
+      response_.mutable_job()->set_result(std::move(full->result));
+    }
+    in_flight_bytes_ = std::min<int64_t>(
+        most, 2 * static_cast<int64_t>(response_.job().payload().size() +
+                                       response_.job().result().size()));
+    budget_->Give(most - in_flight_bytes_);
+    return true;
+  }
+
   Broker* const broker_;
   const bool with_payload_;
   ByteBudget* const budget_;

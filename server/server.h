@@ -62,8 +62,9 @@ struct ServerOptions {
   absl::Duration listener_probe_interval = absl::ZeroDuration();
   int listener_probe_failures = 3;
   // Bytes of Watch responses with payloads (FULL view) written but not yet
-  // taken by their clients, across all streams; past it such a Watch is
-  // ended with RESOURCE_EXHAUSTED.
+  // taken by their clients, across all streams, counted twice (ours and
+  // gRPC's serialized copy); past it such a Watch is ended with
+  // RESOURCE_EXHAUSTED.
   int64_t max_watch_bytes = 256 << 20;
   // Watch and Wait calls one connection may have open.
   int64_t max_watchers_per_connection = 1000;

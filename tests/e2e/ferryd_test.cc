@@ -452,6 +452,50 @@ TEST_F(FerrydTest, NormalClientsAreServedDuringARapidResetFlood) {
   EXPECT_THAT(SubmitOne(*ferryd, "after"), IsOk());
 }
 
+TEST_F(FerrydTest, UnreadFullWatchesHoldLittleMoreThanTheirBudget) {
+  // Watch calls with the FULL view carry the payload. Clients that open
+  // them and never read leave the writes in ferryd: at most
+  // --max_watch_bytes of them, counting gRPC's serialized copy too, and no
+  // payload is read for a Watch the budget cannot hold. (Before: 1,000
+  // such calls on a 1,000,000-byte job took RSS to 1.2 GiB with a 256 MiB
+  // budget.)
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Ferryd> ferryd,
+      Ferryd::Start(FERRYD_PATH, Db(), {"--max_watch_bytes=33554432"}));
+  v1::SubmitRequest submit;
+  submit.mutable_job()->set_queue("big");
+  submit.mutable_job()->set_kind("k");
+  submit.mutable_job()->set_payload(std::string(1000000, 'w'));
+  v1::SubmitResponse submitted;
+  ASSERT_TRUE(ferryd->jobs().Submit(Context().get(), submit, &submitted).ok());
+  const int64_t before = RssKib(ferryd->process().pid());
+  v1::WatchRequest request;
+  request.set_job_id(submitted.job().id());
+  request.set_view(v1::JOB_VIEW_FULL);
+  constexpr int kWatches = 300;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::WatchResponse>>> watches;
+  for (int i = 0; i < kWatches; ++i) {
+    contexts.push_back(Context());
+    watches.push_back(ferryd->jobs().Watch(contexts.back().get(), request));
+  }
+  // Initial metadata comes with a Watch's first write or with its end:
+  // once each has it, ferryd has handled every one.
+  for (auto& watch : watches) watch->WaitForInitialMetadata();
+  const int64_t after = RssKib(ferryd->process().pid());
+  RecordProperty("rss_growth_kib", static_cast<int>(after - before));
+  EXPECT_LT(after - before, 128 * 1024)
+      << "300 unread FULL Watch calls, 32 MiB budget";
+  int refused = 0;
+  for (int i = 0; i < kWatches; ++i) {
+    v1::WatchResponse first;
+    if (watches[i]->Read(&first)) contexts[i]->TryCancel();
+    refused += watches[i]->Finish().error_code() ==
+               grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  EXPECT_GT(refused, kWatches / 2);
+}
+
 TEST_F(FerrydTest, BadFlagIsAUsageError) {
   std::string all;
   FERRY_ASSERT_OK_AND_ASSIGN(

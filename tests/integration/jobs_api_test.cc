@@ -466,13 +466,16 @@ TEST_F(WatchersPerConnectionTest, OneConnectionCannotTakeEveryWatcher) {
 
 class WatchBytesTest : public JobsApiTest {
  protected:
-  WatchBytesTest() { options_.max_watch_bytes = (5 << 20) / 2; }  // 2.5 MiB
+  WatchBytesTest() { options_.max_watch_bytes = 9 << 20; }
 };
 
 TEST_F(WatchBytesTest, UnreadFullWatchesHoldAtMostTheBudget) {
   // A 1 MiB payload: each FULL Watch writes it at once. Clients that do
   // not read leave those writes in flight once gRPC's flow-control windows
-  // are full, and past 2.5 MiB of them a new one is refused.
+  // are full, each counted twice (the response and gRPC's serialized copy
+  // of it), and a new one is refused unless the budget (9 MiB) still holds
+  // the largest response there can be (payload and result of the largest
+  // size, twice: 4 MiB) on top of them.
   FERRY_ASSERT_OK_AND_ASSIGN(v1::Job job,
                              Submit("q", "k", std::string(1 << 20, 'x')));
   v1::WatchRequest request;
@@ -488,9 +491,9 @@ TEST_F(WatchBytesTest, UnreadFullWatchesHoldAtMostTheBudget) {
     watches.push_back(jobs().Watch(contexts.back().get(), request));
   }
   // Opened, none read: every one was either refused or is writing.
-  ASSERT_TRUE(Eventually([&] {
-    return server().broker()->WatcherCount() < kWatches;
-  })) << "no Watch was refused though none was read";
+  // Initial metadata comes with a Watch's first write or with its end, so
+  // once each has it, ferryd has handled all of them before any is read.
+  for (auto& watch : watches) watch->WaitForInitialMetadata();
   int refused = 0, delivered = 0;
   for (int i = 0; i < kWatches; ++i) {
     v1::WatchResponse update;
@@ -508,6 +511,7 @@ TEST_F(WatchBytesTest, UnreadFullWatchesHoldAtMostTheBudget) {
   }
   EXPECT_GE(refused, 1);
   EXPECT_GE(delivered, 2) << "the budget holds two such responses";
+  EXPECT_LE(delivered, 4) << "each response is counted twice";
 }
 
 TEST_F(JobsApiTest, WaitReturnsTheJobOnceItIsTerminal) {
