@@ -1,7 +1,9 @@
 #include "server/worker_stream.h"
 
 #include <deque>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/log_format.h"
@@ -36,6 +38,25 @@ size_t WorkerStream::PayloadBytes(const v1::ServerMessage& message) {
   return bytes;
 }
 
+void WorkerStream::PutBackUnsent() {
+  std::vector<std::string> tokens;
+  for (const v1::ServerMessage& message : writes_.TakeDropped()) {
+    if (message.has_assignment()) {
+      tokens.push_back(message.assignment().lease_token());
+    }
+    for (const v1::ServerMessage& inner : message.batch().messages()) {
+      if (inner.has_assignment()) {
+        tokens.push_back(inner.assignment().lease_token());
+      }
+    }
+  }
+  if (tokens.empty()) return;
+  broker_->PutBackUndelivered(
+      tokens,
+      "assignments queued for a worker stream that ended were never "
+      "sent");
+}
+
 void WorkerStream::Push(WorkerEvent event) {
   if (!writes_.Push(ToServerMessage(std::move(event)))) {
     overflowed_.store(true);
@@ -57,6 +78,7 @@ void WorkerStream::Kick() {
     // (The stream's status is the queue's own RESOURCE_EXHAUSTED, set by
     // the overflowing push; the first close wins.)
     End(absl::OkStatus());
+    PutBackUnsent();
     return;
   }
   absl::Status finish;
@@ -89,6 +111,7 @@ void WorkerStream::OnWriteDone(bool ok) {
     // Nothing more can be sent: end the session now, not when the read
     // side notices, so that no job is dispatched to this stream meanwhile.
     End(absl::UnavailableError("the stream broke while writing"));
+    PutBackUnsent();
   }
   // Also after a failed write: the stream may have been ended while this
   // write was stuck (a reader that stopped), and only now can it finish.
@@ -117,6 +140,7 @@ void WorkerStream::OnCancel() {
 void WorkerStream::OnDone() {
   End(absl::CancelledError("done"));
   writes_.SetDone();
+  PutBackUnsent();
   std::shared_ptr<WorkerStream> keep = std::move(self_);
 }
 

@@ -62,8 +62,13 @@ class WorkerStream final
   v1::WorkerMessage in_;                // owned by the read in flight
   v1::ServerMessage out_;               // owned by the write in flight
 
+  // Hands the leases of assignments that will never be sent back to the
+  // broker, which puts their jobs back in line without using an attempt.
+  void PutBackUnsent();
+
   WriteQueue<v1::ServerMessage> writes_{kMaxQueuedWorkerMessages,
-                                        kMaxQueuedWorkerBytes, &PayloadBytes};
+                                        kMaxQueuedWorkerBytes, &PayloadBytes,
+                                        /*keep_dropped=*/true};
   // Set by a Push that overflowed writes_ (under the broker's lock);
   // Kick ends the session, outside it.
   std::atomic<bool> overflowed_{false};

@@ -44,7 +44,10 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
     // Cancelled after the broker answered, or the response could not be
     // sent: the caller never saw these leases.
     if (!answered_.empty() && ctx_->IsCancelled()) {
-      broker_->PutBackUndelivered(answered_);
+      broker_->PutBackUndelivered(
+          answered_,
+          "a Lease response did not reach its caller (cancelled, deadline, "
+          "disconnect or too large)");
     }
     delete this;
   }

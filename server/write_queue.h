@@ -26,10 +26,15 @@ class WriteQueue {
 
   // At most `max_pending` items wait, and with `bytes_of`, items of at
   // most `max_bytes` bytes (0: no limit): a peer that stops reading
-  // cannot grow the server's memory without end.
+  // cannot grow the server's memory without end. With `keep_dropped`,
+  // items that will never be written (dropped, pushed while closing, or
+  // still queued when gRPC is done) are kept for TakeDropped.
   explicit WriteQueue(size_t max_pending = 0, size_t max_bytes = 0,
-                      BytesFn bytes_of = nullptr)
-      : max_pending_(max_pending), max_bytes_(max_bytes), bytes_of_(bytes_of) {}
+                      BytesFn bytes_of = nullptr, bool keep_dropped = false)
+      : max_pending_(max_pending),
+        max_bytes_(max_bytes),
+        bytes_of_(bytes_of),
+        keep_dropped_(keep_dropped) {}
 
   // Dropped once the stream is closing. Returns false for the push that
   // overflowed the queue: what was queued is dropped, the stream closes
@@ -37,12 +42,16 @@ class WriteQueue {
   bool Push(Item item) {
     const size_t bytes = bytes_of_ != nullptr ? bytes_of_(item) : 0;
     absl::MutexLock lock(&mu_);
-    if (closing_) return true;
+    if (closing_) {
+      if (keep_dropped_) dropped_.push_back(std::move(item));
+      return true;
+    }
     const bool too_many = max_pending_ > 0 && pending_.size() >= max_pending_;
     const bool too_big = max_bytes_ > 0 && !pending_.empty() &&
                          pending_bytes_ + bytes > max_bytes_;
     if (too_many || too_big) {
       DropPendingLocked();
+      if (keep_dropped_) dropped_.push_back(std::move(item));
       closing_ = true;
       status_ = absl::ResourceExhaustedError(absl::StrCat(
           "more than ",
@@ -141,10 +150,21 @@ class WriteQueue {
   void SetDone() {
     absl::MutexLock lock(&mu_);
     done_ = true;
+    DropPendingLocked();
+  }
+
+  // With keep_dropped: the items that will never be written, since the
+  // last call.
+  std::deque<Item> TakeDropped() {
+    absl::MutexLock lock(&mu_);
+    return std::exchange(dropped_, {});
   }
 
  private:
   void DropPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (keep_dropped_) {
+      for (Item& item : pending_) dropped_.push_back(std::move(item));
+    }
     pending_.clear();
     pending_bytes_ = 0;
   }
@@ -152,8 +172,10 @@ class WriteQueue {
   const size_t max_pending_;
   const size_t max_bytes_;
   const BytesFn bytes_of_;
+  const bool keep_dropped_;
   absl::Mutex mu_;
   std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<Item> dropped_ ABSL_GUARDED_BY(mu_);  // with keep_dropped_
   size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // bytes_of_ the pending
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;

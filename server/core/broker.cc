@@ -1033,13 +1033,11 @@ int Broker::ReleaseActive(const std::vector<std::string>& tokens) {
   return put_back;
 }
 
-void Broker::PutBackUndelivered(const std::vector<std::string>& tokens) {
+void Broker::PutBackUndelivered(const std::vector<std::string>& tokens,
+                                absl::string_view what) {
   absl::MutexLock lock(&mu_);
   const int put_back = ReleaseActive(tokens);
-  spdlog::warn(
-      "a Lease response did not reach its caller (cancelled, deadline, "
-      "disconnect or too large) jobs={} jobs_put_back={}",
-      tokens.size(), put_back);
+  spdlog::warn("{} jobs={} jobs_put_back={}", what, tokens.size(), put_back);
 }
 
 void Broker::HeartbeatLease(std::string token, std::optional<Progress> progress,

@@ -169,11 +169,12 @@ class Broker {
   // back (QUEUED, attempt undone) what was leased for it and not yet
   // delivered, and complete its call CANCELLED. No-op once it completed.
   void CancelLease(uint64_t handle);
-  // The response of a Lease call never reached its caller (cancelled as
-  // it was being sent, or refused by gRPC): puts back the leases it
-  // carried that are still untouched. A lease already ended or expired is
-  // left alone.
-  void PutBackUndelivered(const std::vector<std::string>& tokens);
+  // Leases that never reached their worker (a Lease response cancelled as
+  // it was being sent or refused by gRPC, assignments a stream never sent):
+  // puts back those still untouched, attempt undone, and logs `what`
+  // happened. A lease already ended or expired is left alone.
+  void PutBackUndelivered(const std::vector<std::string>& tokens,
+                          absl::string_view what);
   // Extends the lease `token` (and records progress if given). Returns the
   // new deadline, or FAILED_PRECONDITION if the lease is lost.
   void HeartbeatLease(std::string token, std::optional<Progress> progress,

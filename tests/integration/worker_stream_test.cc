@@ -100,6 +100,16 @@ TEST_F(WorkerStreamTest, AWorkerThatDoesNotReadCannotPinAPayloadPerCredit) {
     return listed.ok() && listed->empty();
   })) << "a stream holding "
       << jobs << " MiB of unread payloads kept going";
+  // The assignments still queued were never sent: their jobs are back in
+  // line with their attempt undone, not left to burn it when the lease
+  // expires. Only what gRPC took (the write it is stuck on, and what the
+  // flow-control windows held) stays leased.
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<v1::QueueInfo> stats = Stats("q");
+    return stats.ok() && stats->queued() >= static_cast<uint64_t>(jobs - 16);
+  })) << "assignments that were never sent kept their jobs RUNNING";
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo stats, Stats("q"));
+  EXPECT_EQ(stats.queued() + stats.running(), static_cast<uint64_t>(jobs));
   ctx.TryCancel();
 }
 

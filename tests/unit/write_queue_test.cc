@@ -90,6 +90,32 @@ TEST(WriteQueueTest, OneItemOverTheByteCapStillGoes) {
   EXPECT_TRUE(queue.Push(std::string(1000, 'x'))) << "nothing else waits";
 }
 
+TEST(WriteQueueTest, KeepsForTheCallerWhatWillNeverBeWritten) {
+  Queue queue(/*max_pending=*/2, 0, nullptr, /*keep_dropped=*/true);
+  std::string item;
+  absl::Status status;
+  bool more = false;
+  ASSERT_TRUE(queue.Push("in flight"));
+  ASSERT_EQ(queue.Next(&item, &status, &more), Queue::Action::kWrite);
+  ASSERT_TRUE(queue.Push("a"));
+  ASSERT_TRUE(queue.Push("b"));
+  EXPECT_FALSE(queue.Push("c")) << "over the cap of 2";
+  EXPECT_TRUE(queue.Push("d")) << "dropped quietly: the stream is closing";
+  EXPECT_THAT(queue.TakeDropped(), ::testing::ElementsAre("a", "b", "c", "d"))
+      << "the write in flight may arrive: not dropped";
+  EXPECT_THAT(queue.TakeDropped(), ::testing::IsEmpty());
+
+  Queue done(0, 0, nullptr, /*keep_dropped=*/true);
+  ASSERT_TRUE(done.Push("never written"));
+  done.SetDone();
+  EXPECT_THAT(done.TakeDropped(), ::testing::ElementsAre("never written"));
+
+  Queue plain(/*max_pending=*/1);
+  ASSERT_TRUE(plain.Push("x"));
+  EXPECT_FALSE(plain.Push("y"));
+  EXPECT_THAT(plain.TakeDropped(), ::testing::IsEmpty()) << "not asked to";
+}
+
 TEST(WriteQueueTest, AbandonedWriteFinishesWithItsStatusOverAClose) {
   Queue queue;
   std::string item;
