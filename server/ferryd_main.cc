@@ -172,8 +172,7 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   if (options.max_watchers_per_connection >=
       options.max_streams_per_connection) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--max_watchers_per_connection (",
-        options.max_watchers_per_connection,
+        "--max_watchers_per_connection (", options.max_watchers_per_connection,
         ") must be below --max_streams_per_connection (",
         options.max_streams_per_connection,
         "), so that a client with every Watch open can still make other "
