@@ -102,6 +102,10 @@ ABSL_FLAG(int64_t, max_watch_bytes, 256 << 20,
           "but not yet read by their clients, across all Watch calls, "
           "counting gRPC's copy too; past it such a Watch is ended with "
           "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_queues, 100000,
+          "Most queues held at once (with jobs waiting to run, workers "
+          "waiting on them, or paused); a Submit that would add one past it "
+          "is refused with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_worker_sessions, 10000,
           "Most worker streams (Workers.Connect) open at once; past it a "
           "worker's Hello is refused with RESOURCE_EXHAUSTED.");
@@ -160,6 +164,10 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.broker.max_sessions = absl::GetFlag(FLAGS_max_worker_sessions);
   options.broker.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  options.broker.max_queues = absl::GetFlag(FLAGS_max_queues);
+  if (options.broker.max_queues < 1) {
+    return absl::InvalidArgumentError("--max_queues must be >= 1");
+  }
   options.max_watch_bytes = absl::GetFlag(FLAGS_max_watch_bytes);
   options.max_watchers_per_connection =
       absl::GetFlag(FLAGS_max_watchers_per_connection);

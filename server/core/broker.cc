@@ -59,7 +59,8 @@ Broker::Broker(Store* store, const Clock* clock, BrokerOptions options,
       observer_(observer != nullptr ? observer : NoObserver()),
       refused_log_(clock, /*per_second=*/10),
       watchers_refused_log_(clock, /*per_second=*/10),
-      lease_failed_log_(clock, /*per_second=*/10) {}
+      lease_failed_log_(clock, /*per_second=*/10),
+      queues_full_log_(clock, /*per_second=*/10) {}
 
 Broker::~Broker() = default;
 
@@ -321,7 +322,14 @@ void Broker::FinishPollIfDone(LongPoll& poll, KickList& kicks) {
 
 void Broker::Submit(std::vector<JobRecord> jobs,
                     ResultCallback<std::vector<CreateResult>> done) {
+  KickList kicks;  // answers a refusal once the lock is released
   absl::MutexLock lock(&mu_);
+  if (absl::Status room = RoomForQueues(jobs); !room.ok()) {
+    kicks.Defer([done = std::move(done), room]() mutable {
+      std::move(done)(std::move(room));
+    });
+    return;
+  }
   // A due job whose queue has a waiting worker is leased in the same
   // transaction that stores it: the submit's commit is also the lease's,
   // and the assignment leaves with the acknowledgement.
@@ -378,6 +386,32 @@ void Broker::Submit(std::vector<JobRecord> jobs,
         }
         std::move(done)(std::move(results));
       });
+}
+
+absl::Status Broker::RoomForQueues(const std::vector<JobRecord>& jobs) {
+  const int64_t held = static_cast<int64_t>(dispatcher_.queue_count());
+  if (held + static_cast<int64_t>(jobs.size()) <= options_.max_queues) {
+    return absl::OkStatus();  // cannot pass it, even if every queue is new
+  }
+  absl::flat_hash_set<absl::string_view> added;
+  for (const JobRecord& job : jobs) {
+    if (!dispatcher_.Holds(job.queue)) added.insert(job.queue);
+  }
+  if (held + static_cast<int64_t>(added.size()) <= options_.max_queues) {
+    return absl::OkStatus();
+  }
+  int64_t suppressed = 0;
+  if (queues_full_log_.Allow(&suppressed)) {
+    spdlog::warn(
+        "submit refused: too many queues queues={} max_queues={} "
+        "suppressed_before={}",
+        held, options_.max_queues, suppressed);
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "ferryd holds ", held,
+      " queues with jobs waiting to run, workers "
+      "waiting or paused, the most it may (ferryd --max_queues); submit to "
+      "one of them, or let some drain"));
 }
 
 absl::StatusOr<JobRecord> Broker::Get(int64_t id, bool with_payload) {

@@ -50,6 +50,11 @@ struct BrokerOptions {
   // Most worker streams open at once; past it a Hello is refused
   // (RESOURCE_EXHAUSTED), so fake workers cannot grow memory without end.
   int64_t max_sessions = 10000;
+  // Most queues held in memory at once (those with jobs waiting to run,
+  // workers waiting on them, or paused); a Submit that would add one past
+  // it is refused (RESOURCE_EXHAUSTED), so made-up queue names cannot grow
+  // memory and the operator's views without end.
+  int64_t max_queues = 100000;
   // Most Watch and Wait calls open at once; past it they are refused
   // (RESOURCE_EXHAUSTED): each holds memory until its job ends.
   int64_t max_watchers = 100000;
@@ -215,6 +220,9 @@ class Broker {
   void NoteScheduled(absl::Time run_at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Matches ready jobs in `queue` with takers that have credit.
+  // OK unless `jobs` would add queues past max_queues (RESOURCE_EXHAUSTED).
+  absl::Status RoomForQueues(const std::vector<JobRecord>& jobs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Dispatch(const std::string& queue, KickList& kicks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `credits` (or sets them, `reset`) and dispatches to the taker.
@@ -310,6 +318,8 @@ class Broker {
   LogRateLimiter watchers_refused_log_;
   // And failed lease writes (a full disk).
   LogRateLimiter lease_failed_log_;
+  // And submits to new queues past max_queues.
+  LogRateLimiter queues_full_log_;
 
   absl::Mutex mu_;
   Dispatcher dispatcher_ ABSL_GUARDED_BY(mu_);

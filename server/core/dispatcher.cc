@@ -11,27 +11,47 @@ void Dispatcher::AddReady(const std::string& queue, const ReadyKey& key) {
 
 void Dispatcher::EraseReady(const std::string& queue, const ReadyKey& key) {
   auto it = queues_.find(queue);
-  if (it != queues_.end()) it->second.ready.erase(key);
+  if (it == queues_.end()) return;
+  it->second.ready.erase(key);
+  ForgetIfIdle(it);
 }
 
 void Dispatcher::SetPaused(const std::string& queue, bool paused) {
-  queues_[queue].paused = paused;
+  auto it = queues_.try_emplace(queue).first;
+  it->second.paused = paused;
+  ForgetIfIdle(it);
 }
 
 std::optional<Dispatcher::Match> Dispatcher::Next(const std::string& name) {
-  QueueState& queue = queues_[name];
-  if (queue.paused || queue.ready.empty()) return std::nullopt;
-  Taker* taker = PopHungry(name, queue);
-  if (taker == nullptr) return std::nullopt;
-  const ReadyKey key = *queue.ready.begin();
-  queue.ready.erase(queue.ready.begin());
-  return Match{taker, key};
+  auto it = queues_.find(name);
+  if (it == queues_.end()) return std::nullopt;
+  QueueState& queue = it->second;
+  std::optional<Match> match;
+  if (!queue.paused && !queue.ready.empty()) {
+    if (Taker* taker = PopHungry(name, queue)) {
+      match = Match{taker, *queue.ready.begin()};
+      queue.ready.erase(queue.ready.begin());
+    }
+  }
+  ForgetIfIdle(it);
+  return match;
 }
 
 Taker* Dispatcher::TakerForNewJob(const std::string& name) {
-  QueueState& queue = queues_[name];
+  auto it = queues_.find(name);
+  if (it == queues_.end()) return nullptr;  // no taker waits on it
+  QueueState& queue = it->second;
   if (queue.paused || !queue.ready.empty()) return nullptr;
-  return PopHungry(name, queue);
+  Taker* taker = PopHungry(name, queue);
+  ForgetIfIdle(it);
+  return taker;
+}
+
+void Dispatcher::ForgetIfIdle(Queues::iterator it) {
+  const QueueState& queue = it->second;
+  if (queue.ready.empty() && queue.hungry.empty() && !queue.paused) {
+    queues_.erase(it);
+  }
 }
 
 void Dispatcher::ForEachQueue(

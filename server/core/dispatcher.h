@@ -92,6 +92,10 @@ class Dispatcher {
   // nullptr if there is none.
   Taker* TakerForNewJob(const std::string& queue);
 
+  // Queues held: those with ready jobs, takers waiting, or paused.
+  size_t queue_count() const { return queues_.size(); }
+  bool Holds(const std::string& queue) const { return queues_.contains(queue); }
+
   // What QueueStats shows of a queue that memory knows.
   struct QueueView {
     const std::string* name;
@@ -120,9 +124,14 @@ class Dispatcher {
     bool paused = false;
   };
 
-  Taker* PopHungry(const std::string& name, QueueState& queue);
+  using Queues = absl::flat_hash_map<std::string, QueueState>;
 
-  absl::flat_hash_map<std::string, QueueState> queues_;
+  Taker* PopHungry(const std::string& name, QueueState& queue);
+  // Drops a queue with nothing ready, no taker waiting and not paused: a
+  // name used once costs nothing once its jobs have gone.
+  void ForgetIfIdle(Queues::iterator it);
+
+  Queues queues_;
   absl::flat_hash_map<uint64_t, Taker*> takers_;
 };
 

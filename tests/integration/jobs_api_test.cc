@@ -464,6 +464,35 @@ TEST_F(WatchersPerConnectionTest, OneConnectionCannotTakeEveryWatcher) {
   d->Finish();
 }
 
+class QueueLimitTest : public JobsApiTest {
+ protected:
+  QueueLimitTest() { options_.broker.max_queues = 2; }
+};
+
+TEST_F(QueueLimitTest, ASubmitToAQueuePastTheLimitIsRefusedUntilOneDrains) {
+  ASSERT_THAT(Submit("a", "k", "p"), IsOk());
+  ASSERT_THAT(Submit("b", "k", "p"), IsOk());
+  EXPECT_THAT(Submit("c", "k", "p"),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("--max_queues")));
+  // A batch that adds one queue too many changes nothing.
+  EXPECT_THAT(SubmitBatch({Spec("a", "k", "1"), Spec("d", "k", "2")}),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  FERRY_ASSERT_OK_AND_ASSIGN(v1::QueueInfo stats, Stats("a"));
+  EXPECT_EQ(stats.queued(), 1u);
+  // Queues it holds still take jobs.
+  ASSERT_THAT(Submit("a", "k", "p"), IsOk());
+  // Once a queue has nothing waiting, it no longer counts.
+  ASSERT_THAT(Submit("b", "k", "p"), IsOk());
+  ASSERT_THAT(Pause("b"), IsOk());
+  ASSERT_THAT(Purge("b", v1::JOB_STATE_QUEUED), IsOk());
+  EXPECT_THAT(Submit("c", "k", "p"),
+              StatusIs(absl::StatusCode::kResourceExhausted))
+      << "a paused queue counts";
+  ASSERT_THAT(Resume("b"), IsOk());
+  EXPECT_THAT(Submit("c", "k", "p"), IsOk());
+}
+
 class WatchBytesTest : public JobsApiTest {
  protected:
   WatchBytesTest() { options_.max_watch_bytes = 9 << 20; }

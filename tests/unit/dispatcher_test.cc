@@ -101,6 +101,30 @@ TEST(Dispatcher, ANewJobGoesStraightToATakerOnlyWhenNothingIsReadyAhead) {
   EXPECT_EQ(dispatcher.TakerForNewJob("q"), &taker);
 }
 
+TEST(Dispatcher, AQueueWithNothingReadyNoTakerAndNotPausedIsForgotten) {
+  Dispatcher dispatcher;
+  dispatcher.AddReady("once", Dispatcher::KeyOf(0, kT0, 1));
+  dispatcher.AddReady("cancelled", Dispatcher::KeyOf(0, kT0, 2));
+  dispatcher.SetPaused("paused", true);
+  EXPECT_EQ(dispatcher.queue_count(), 3u);
+  Taker taker = MakeTaker(1, {"once"}, 1);
+  dispatcher.Register(&taker);
+  dispatcher.MarkHungry(taker);
+  EXPECT_THAT(Drain(dispatcher, "once"), ElementsAre("1@1"));
+  EXPECT_FALSE(dispatcher.Holds("once")) << "its job went, its taker too";
+  dispatcher.EraseReady("cancelled", Dispatcher::KeyOf(0, kT0, 2));
+  EXPECT_FALSE(dispatcher.Holds("cancelled"));
+  EXPECT_TRUE(dispatcher.Holds("paused")) << "a pause is kept";
+  dispatcher.SetPaused("paused", false);
+  EXPECT_EQ(dispatcher.queue_count(), 0u);
+  EXPECT_EQ(dispatcher.TakerForNewJob("never-seen"), nullptr);
+  EXPECT_FALSE(dispatcher.Holds("never-seen")) << "asking adds nothing";
+  // A taker waiting on a queue keeps it.
+  taker.credits = 1;
+  dispatcher.MarkHungry(taker);
+  EXPECT_TRUE(dispatcher.Holds("once"));
+}
+
 TEST(Dispatcher, QueueViewShowsPausedAndTheOldestReadyOfAnyPriority) {
   Dispatcher dispatcher;
   dispatcher.AddReady("q", Dispatcher::KeyOf(9, kT0, 1));
