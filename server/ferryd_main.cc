@@ -102,6 +102,13 @@ ABSL_FLAG(int64_t, max_watch_bytes, 256 << 20,
           "but not yet read by their clients, across all Watch calls, "
           "counting gRPC's copy too; past it such a Watch is ended with "
           "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(5),
+          "A client connection with no call open for this long is closed "
+          "(clients reconnect on their next call), so idle connections do "
+          "not hold file descriptors. 0: never.");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(20),
+          "A connection that has not finished its TLS and HTTP/2 handshake "
+          "within this is closed.");
 ABSL_FLAG(int64_t, max_queues, 100000,
           "Most queues held at once (with jobs waiting to run, workers "
           "waiting on them, or paused); a Submit that would add one past it "
@@ -206,6 +213,14 @@ absl::Status Validate(ServerOptions& options, SqliteOptions& sqlite) {
     return absl::InvalidArgumentError(
         "--listener_probe_interval must be >= 0 (0: no checks)");
   }
+  if (options.max_connection_idle < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--max_connection_idle must be >= 0 (0: never)");
+  }
+  if (options.handshake_timeout < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--handshake_timeout must be at least 1s");
+  }
   if (options.tls.refresh < absl::Seconds(1)) {
     return absl::InvalidArgumentError("--tls_refresh must be at least 1s");
   }
@@ -259,6 +274,8 @@ int Run(int argc, char** argv) {
   options.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
   options.listener_probe_interval =
       absl::GetFlag(FLAGS_listener_probe_interval);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   SqliteOptions sqlite;
   sqlite.path = absl::GetFlag(FLAGS_db);
   sqlite.check_integrity = absl::GetFlag(FLAGS_integrity_check);

@@ -53,6 +53,12 @@ class NoReflection final : public grpc::ServerBuilderOption {
 // probe has no client certificate: refused, but answered). A listener that
 // no longer accepts leaves the connection in the kernel's backlog with no
 // answer: still CONNECTING at the deadline.
+// A duration as a gRPC channel argument: milliseconds, at most INT_MAX.
+int ToMillisArg(absl::Duration d) {
+  return static_cast<int>(
+      std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT32_MAX));
+}
+
 bool ListenerAnswers(const std::string& target,
                      const std::shared_ptr<grpc::ChannelCredentials>& creds,
                      absl::Duration timeout) {
@@ -209,6 +215,12 @@ absl::StatusOr<std::unique_ptr<FerryServer>> FerryServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              opts.max_streams_per_connection);
+  if (opts.max_connection_idle > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               ToMillisArg(opts.max_connection_idle));
+  }
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             ToMillisArg(opts.handshake_timeout));
   builder.RegisterService(server->jobs_.get());
   builder.RegisterService(server->workers_.get());
   const int max_message = MaxMessageBytes(opts.broker.policy.max_payload_bytes);

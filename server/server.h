@@ -75,6 +75,13 @@ struct ServerOptions {
   // 12 KB each, without end. Larger than max_watchers_per_connection, so
   // that a client at its watcher cap can still make other calls.
   int max_streams_per_connection = 2000;
+  // A connection with no call open for this long is closed (GOAWAY;
+  // clients reconnect on their next call), so idle connections cannot hold
+  // file descriptors for ever. Zero: never.
+  absl::Duration max_connection_idle = absl::Minutes(5);
+  // A connection that has not finished its handshake (TLS, then HTTP/2's
+  // preface) within this is closed. gRPC's own default is 120 s.
+  absl::Duration handshake_timeout = absl::Seconds(20);
   std::function<void()> on_listener_lost;
 };
 

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -307,26 +308,82 @@ TEST_F(FerrydTest, DamagedJobsTableIsRefusedBeforeServing) {
   EXPECT_THAT(all, Not(HasSubstr("listening")));
 }
 
-// Opens `count` TCP connections to `address` (host:port on 127.0.0.1) and
-// closes them; how many opened.
-int OpenAndCloseConnections(const std::string& address, int count) {
+// A TCP connection to `address` (host:port on 127.0.0.1); -1 on failure.
+int ConnectLoopback(const std::string& address) {
   const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Opens `count` TCP connections to `address` and closes them; how many
+// opened.
+int OpenAndCloseConnections(const std::string& address, int count) {
   std::vector<int> fds;
   for (int i = 0; i < count; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int fd = ConnectLoopback(address);
     if (fd < 0) break;
-    sockaddr_in addr = {};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      close(fd);
-      break;
-    }
     fds.push_back(fd);
   }
   for (int fd : fds) close(fd);
   return static_cast<int>(fds.size());
+}
+
+// Reads (and discards) what the peer sends on `fd` until it closes the
+// connection; false if it did not within `timeout`.
+bool ClosedByPeer(int fd, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
+    pollfd p = {fd, POLLIN, 0};
+    const int ready = poll(&p, 1, absl::ToInt64Milliseconds(end - now) + 1);
+    if (ready < 0) return false;
+    if (ready == 0) continue;
+    char buf[4096];
+    if (read(fd, buf, sizeof(buf)) <= 0) return true;
+  }
+  return false;
+}
+
+TEST_F(FerrydTest, AConnectionThatNeverHandshakesIsClosed) {
+  // A client that connects and says nothing held a file descriptor for
+  // gRPC's default of 120 s; --handshake_timeout closes it sooner.
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Ferryd> ferryd,
+      Ferryd::Start(FERRYD_PATH, Db(), {"--handshake_timeout=1s"}));
+  const int fd = ConnectLoopback(ferryd->address());
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(ClosedByPeer(fd, absl::Seconds(30)));
+  close(fd);
+}
+
+TEST_F(FerrydTest, AnIdleConnectionIsClosedAndTheClientReconnects) {
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<Ferryd> ferryd,
+      Ferryd::Start(FERRYD_PATH, Db(), {"--max_connection_idle=1s"}));
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
+      ferryd->address(), grpc::InsecureChannelCredentials());
+  std::unique_ptr<v1::Jobs::Stub> jobs = v1::Jobs::NewStub(channel);
+  v1::SubmitRequest request;
+  request.mutable_job()->set_queue("q");
+  request.mutable_job()->set_kind("k");
+  v1::SubmitResponse response;
+  ASSERT_TRUE(jobs->Submit(Context().get(), request, &response).ok());
+  ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+  // No call open: ferryd closes the connection (GOAWAY).
+  EXPECT_TRUE(channel->WaitForStateChange(
+      GRPC_CHANNEL_READY,
+      std::chrono::system_clock::now() + std::chrono::seconds(30)));
+  EXPECT_NE(channel->GetState(false), GRPC_CHANNEL_READY);
+  // The next call connects again.
+  EXPECT_TRUE(jobs->Submit(Context().get(), request, &response).ok());
 }
 
 TEST_F(FerrydTest, ListenerDeadAfterRunningOutOfFilesIsReportedAndExitsOne) {
