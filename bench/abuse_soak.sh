@@ -4,7 +4,7 @@
 #
 #   bench/abuse_soak.sh [--seconds=30] [--watchers=1000] [--credits=10000]
 #                       [--big_jobs=300] [--flood_pairs=400000] [--rate=200]
-#                       [--no-flood]
+#                       [--no-flood] [--via-nginx]
 #
 # Starts its own ferryd (defaults) in a temp dir on 127.0.0.1, then for
 # --seconds runs, together:
@@ -15,6 +15,9 @@
 #     one connection, tests/e2e/h2_flood.py), unless --no-flood;
 #   - a normal client: ferry-bench --mode=latency at --rate Submits/s with
 #     two workers on its own queue.
+# With --via-nginx every client goes through Debian's nginx (grpc_pass, as
+# in deploy/nginx/ferry.conf but plaintext), the deployment
+# docs/operations.md recommends for untrusted networks.
 # Prints ferryd's peak RSS (sampled every 0.2 s) and the normal client's
 # Submit p50/p99/max. Needs Debian's python3-grpcio, python3-grpc-tools and
 # python3-h2 (deploy/common.sh installs them). Traffic goes to 127.0.0.1 only.
@@ -23,6 +26,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../deploy/common.sh"
 
 SECONDS_=30 WATCHERS=1000 CREDITS=10000 BIG=300 PAIRS=400000 RATE=200 FLOOD=1
+NGINX=0
 for arg in "$@"; do
   case $arg in
     --seconds=*) SECONDS_=${arg#*=} ;;
@@ -32,6 +36,7 @@ for arg in "$@"; do
     --flood_pairs=*) PAIRS=${arg#*=} ;;
     --rate=*) RATE=${arg#*=} ;;
     --no-flood) FLOOD=0 ;;
+    --via-nginx) NGINX=1 ;;
     *) log "unknown argument $arg"; exit 2 ;;
   esac
 done
@@ -41,6 +46,7 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/ferry-soak.XXXXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$DIR/nginx.pid" ] && kill "$(cat "$DIR/nginx.pid")" 2>/dev/null
   [ -n "${FERRYD_PID:-}" ] && kill -TERM "$FERRYD_PID" 2>/dev/null && wait "$FERRYD_PID" 2>/dev/null
   rm -rf "$DIR"
 }
@@ -52,6 +58,34 @@ FERRYD_PID=$!
 ADDR=$(listening_address "$DIR/ferryd.log" "$FERRYD_PID")
 rss() { awk '/VmRSS/{print $2}' "/proc/$FERRYD_PID/status"; }
 log "ferryd at $ADDR, RSS $(( $(rss) / 1024 )) MiB"
+if [ "$NGINX" = 1 ]; then
+  command -v nginx >/dev/null || { log "--via-nginx needs nginx (apt-get install nginx)"; exit 2; }
+  NPORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$DIR/nginx-tmp"
+  cat >"$DIR/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $DIR/nginx.pid;
+error_log $DIR/nginx-error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $DIR/nginx-tmp;
+  upstream ferryd { server $ADDR; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NPORT http2;
+    http2_max_concurrent_streams 100;
+    client_max_body_size 16m;
+    grpc_read_timeout 1h;
+    grpc_send_timeout 1h;
+    location / { grpc_pass grpc://ferryd; }
+  }
+}
+CONF
+  nginx -c "$DIR/nginx.conf" -p "$DIR"
+  ADDR=127.0.0.1:$NPORT
+  log "clients go through nginx at $ADDR"
+fi
 
 # RSS sampler, bounded by count.
 ( for _ in $(seq $(( (SECONDS_ + 60) * 5 ))); do rss || break; sleep 0.2; done ) >"$DIR/rss" 2>/dev/null &
@@ -78,6 +112,9 @@ peak=$(sort -n "$DIR/rss" | tail -1)
 field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" "$DIR/latency.out"; }
 echo "ferryd alive after: $alive"
 echo "ferryd peak RSS: $((peak / 1024)) MiB (sampled every 0.2 s)"
+if [ "$NGINX" = 1 ]; then
+  echo "nginx RSS at the end: $(( $(ps -o rss= --ppid "$(cat "$DIR/nginx.pid")" | awk '{s+=$1} END {print s+0}') / 1024 )) MiB (workers)"
+fi
 echo "normal client: $(field jobs) Submits at $RATE/s; submit p50 $(field submit_p50_us) us, p99 $(field submit_p99_us) us, max $(field submit_max_us) us"
 echo "greedy worker: $(tr '\n' ' ' <"$DIR/greedy.out")"
 echo "watchers: $(tr '\n' ' ' <"$DIR/watchers.out")"
