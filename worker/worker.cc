@@ -26,10 +26,11 @@ namespace ferry {
 // ---------------------------------------------------------------- context
 
 JobContext::JobContext(v1::Job job, absl::Time deadline,
-                       uint64_t max_output_bytes)
+                       uint64_t max_output_bytes, std::string lease_token)
     : job_(std::move(job)),
       deadline_(deadline),
-      max_output_bytes_(max_output_bytes) {}
+      max_output_bytes_(max_output_bytes),
+      lease_token_(std::move(lease_token)) {}
 
 void JobContext::ReportProgress(uint32_t percent, std::string message) {
   absl::MutexLock lock(&mu_);
@@ -617,7 +618,7 @@ void Worker::Dispatch(v1::Assignment assignment) {
   job->ctx = std::make_shared<JobContext>(
       std::move(*assignment.mutable_job()),
       timeout > absl::ZeroDuration() ? now + timeout : absl::InfiniteFuture(),
-      max_output_bytes_.load());
+      max_output_bytes_.load(), job->token);
   {
     absl::MutexLock lock(&mu_);
     running_[job->token] = job;

@@ -51,13 +51,17 @@ enum class StopReason {
 class JobContext {
  public:
   // `max_output_bytes`: the broker's limit on a result (0: not known).
-  JobContext(v1::Job job, absl::Time deadline, uint64_t max_output_bytes = 0);
+  JobContext(v1::Job job, absl::Time deadline, uint64_t max_output_bytes = 0,
+             std::string lease_token = "");
 
   const v1::Job& job() const { return job_; }
   const std::string& id() const { return job_.id(); }
   const std::string& kind() const { return job_.kind(); }
   const std::string& payload() const { return job_.payload(); }
   uint32_t attempt() const { return job_.attempt(); }
+  // The lease this attempt runs under: the broker accepts a result only
+  // with it (fencing). For logs and for drills that check the fencing.
+  const std::string& lease_token() const { return lease_token_; }
   // When the job's execution timeout passes (InfiniteFuture if none).
   absl::Time deadline() const { return deadline_; }
   // The largest output the broker stores (Welcome.max_output_bytes); 0 if
@@ -93,6 +97,7 @@ class JobContext {
   const v1::Job job_;
   const absl::Time deadline_;
   const uint64_t max_output_bytes_;
+  const std::string lease_token_;
   mutable absl::Mutex mu_;
   StopReason reason_ ABSL_GUARDED_BY(mu_) = StopReason::kNone;
   std::vector<absl::AnyInvocable<void()>> on_stop_ ABSL_GUARDED_BY(mu_);
