@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/jobs.grpc.pb.h"
@@ -26,6 +27,7 @@
 #include "tests/e2e/subprocess.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
+#include "tests/tools/history.h"
 #include "worker/worker.h"
 
 namespace ferry::testing {
@@ -121,6 +123,15 @@ TEST_F(FerrydTest, KillNineLosesNoAcknowledgedJob) {
 TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
   FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Ferryd> ferryd,
                              Ferryd::Start(FERRYD_PATH, Db()));
+  // Everything clients and workers see goes into a history, checked
+  // against the database at the end (tests/tools/history.h).
+  FERRY_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<history::Recorder> recorder,
+      history::Recorder::Open(dir_.path() + "/history", "test"));
+  auto id_of = [](const std::string& id) {
+    int64_t n = 0;
+    return absl::SimpleAtoi(id, &n) ? n : -1;
+  };
   absl::Mutex mu;
   std::vector<std::string> submitted;
   std::vector<std::string> succeeded;
@@ -137,13 +148,21 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
     // The broker is killed: do not wait long for acks that cannot come.
     options.drain_timeout = absl::Milliseconds(100);
     options.on_result_ack = [&](const v1::ResultAck& ack) {
+      recorder->ResultOk(id_of(ack.job_id()), ack.lease_token());
       if (ack.state() != v1::JOB_STATE_SUCCEEDED) return;
+      recorder->Observed(id_of(ack.job_id()), JobState::kSucceeded);
       absl::MutexLock lock(&mu);
       succeeded.push_back(ack.job_id());
     };
     auto worker = std::make_unique<Worker>(options);
-    worker->HandleDefault(
-        [](JobContext&) { return JobOutcome::Success("ok"); });
+    worker->HandleDefault([&](JobContext& job) {
+      const int64_t id = id_of(job.id());
+      recorder->Leased(id, job.lease_token(),
+                       static_cast<int32_t>(job.attempt()));
+      const std::string result = absl::StrCat("done-", job.attempt());
+      recorder->ResultSent(id, job.lease_token(), result);
+      return JobOutcome::Success(result);
+    });
     workers.push_back(std::move(worker));
   }
   for (auto& worker : workers) {
@@ -152,15 +171,21 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
   std::atomic<bool> stop{false};
   std::vector<std::thread> producers;
   for (int p = 0; p < 4; ++p) {
-    producers.emplace_back([&] {
+    producers.emplace_back([&, p] {
       for (int i = 0; i < 5000 && !stop.load(); ++i) {
+        const std::string ref = absl::StrCat("p", p, "-", i);
         v1::SubmitRequest request;
         request.mutable_job()->set_queue("load");
         request.mutable_job()->set_kind("k");
         v1::SubmitResponse response;
-        if (!ferryd->jobs().Submit(Context().get(), request, &response).ok()) {
+        recorder->SubmitSent(ref, "load", "");
+        grpc::Status status =
+            ferryd->jobs().Submit(Context().get(), request, &response);
+        if (!status.ok()) {
+          recorder->SubmitFailed(ref, status.error_message());
           return;
         }
+        recorder->SubmitOk(ref, id_of(response.job().id()));
         absl::MutexLock lock(&mu);
         submitted.push_back(response.job().id());
       }
@@ -206,6 +231,24 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
     if (HasFailure()) break;
     EXPECT_EQ(get(id).state(), v1::JOB_STATE_SUCCEEDED) << "job " << id;
   }
+
+  // The history against the database ferryd left.
+  restarted->process().Signal(SIGTERM);
+  ASSERT_THAT(restarted->process().Wait(absl::Seconds(30)), IsOkAndHolds(0));
+  recorder.reset();
+  FERRY_ASSERT_OK_AND_ASSIGN(std::vector<history::Event> events,
+                             history::ReadHistory({dir_.path() + "/history"}));
+  SqliteOptions sqlite;
+  sqlite.path = Db();
+  FERRY_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteStore> store,
+                             OpenSqliteStore(sqlite));
+  FERRY_ASSERT_OK_AND_ASSIGN(std::vector<history::FinalJob> jobs,
+                             history::ReadFinalJobs(*store));
+  const history::Report report = history::Check(events, jobs);
+  RecordProperty("history", history::FormatReport(report, 0));
+  EXPECT_THAT(report.violations, ::testing::IsEmpty())
+      << history::FormatReport(report);
+  EXPECT_EQ(report.submits_acked, static_cast<int64_t>(submitted_ids.size()));
 }
 
 TEST_F(FerrydTest, SigtermShutsDownCleanlyWithExitZero) {
