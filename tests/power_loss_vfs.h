@@ -76,12 +76,12 @@ class RecordingVfs {
   // The disk after operations [0, k) if power failed then: every file as
   // of its last fsync before k (files never synced are absent).
   static Disk DiskAt(int64_t k, bool torn) {
-    absl::MutexLock lock(&state().mu);
-    const std::vector<Op>& ops = state().ops;
+    State& s = state();
+    absl::MutexLock lock(&s.mu);
     Disk current, durable;
     const Op* last_write = nullptr;
-    for (int64_t i = 0; i < k && i < static_cast<int64_t>(ops.size()); ++i) {
-      const Op& op = ops[i];
+    for (int64_t i = 0; i < k && i < static_cast<int64_t>(s.ops.size()); ++i) {
+      const Op& op = s.ops[i];
       switch (op.type) {
         case OpType::kWrite:
           Apply(current[op.path], op.offset, op.data);
