@@ -430,6 +430,11 @@ TEST_F(FerrydTest, AnIdleConnectionIsClosedAndTheClientReconnects) {
 }
 
 TEST_F(FerrydTest, ListenerDeadAfterRunningOutOfFilesIsReportedAndExitsOne) {
+#ifdef FERRY_SANITIZE
+  GTEST_SKIP() << "drives gRPC 1.51 into its CVE-2023-4785 path, where "
+                  "libgrpc itself releases a shared_ptr of a destroyed "
+                  "object on a failed accept (UBSan: invalid vptr)";
+#endif
   // gRPC 1.51 stops accepting for good once accept() failed with EMFILE
   // (CVE-2023-4785). With 64 descriptors (and no room to raise them), 100
   // idle connections are enough; ferryd's probe must notice and exit 1 so
