@@ -18,6 +18,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "tests/forwarding_vfs.h"
 
 namespace ferry::testing {
 
@@ -119,60 +120,19 @@ class FaultyVfs {
   }
 
   static const sqlite3_io_methods* Methods() {
-    static const sqlite3_io_methods methods = {
-        3,
-        +[](sqlite3_file* f) { return R(f)->pMethods->xClose(R(f)); },
-        +[](sqlite3_file* f, void* buf, int n, sqlite3_int64 off) {
-          return R(f)->pMethods->xRead(R(f), buf, n, off);
-        },
-        +[](sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
-          {
-            absl::MutexLock lock(&state().mu);
-            if (state().full) return SQLITE_FULL;
-          }
-          return R(f)->pMethods->xWrite(R(f), buf, n, off);
-        },
-        +[](sqlite3_file* f, sqlite3_int64 size) {
-          return R(f)->pMethods->xTruncate(R(f), size);
-        },
-        Sync,
-        +[](sqlite3_file* f, sqlite3_int64* size) {
-          return R(f)->pMethods->xFileSize(R(f), size);
-        },
-        +[](sqlite3_file* f, int lock) {
-          return R(f)->pMethods->xLock(R(f), lock);
-        },
-        +[](sqlite3_file* f, int lock) {
-          return R(f)->pMethods->xUnlock(R(f), lock);
-        },
-        +[](sqlite3_file* f, int* out) {
-          return R(f)->pMethods->xCheckReservedLock(R(f), out);
-        },
-        +[](sqlite3_file* f, int op, void* arg) {
-          return R(f)->pMethods->xFileControl(R(f), op, arg);
-        },
-        +[](sqlite3_file* f) { return R(f)->pMethods->xSectorSize(R(f)); },
-        +[](sqlite3_file* f) {
-          return R(f)->pMethods->xDeviceCharacteristics(R(f));
-        },
-        +[](sqlite3_file* f, int region, int size, int extend,
-            void volatile** out) {
-          return R(f)->pMethods->xShmMap(R(f), region, size, extend, out);
-        },
-        +[](sqlite3_file* f, int offset, int n, int flags) {
-          return R(f)->pMethods->xShmLock(R(f), offset, n, flags);
-        },
-        +[](sqlite3_file* f) { R(f)->pMethods->xShmBarrier(R(f)); },
-        +[](sqlite3_file* f, int remove) {
-          return R(f)->pMethods->xShmUnmap(R(f), remove);
-        },
-        +[](sqlite3_file* f, sqlite3_int64 off, int n, void** out) {
-          return R(f)->pMethods->xFetch(R(f), off, n, out);
-        },
-        +[](sqlite3_file* f, sqlite3_int64 off, void* p) {
-          return R(f)->pMethods->xUnfetch(R(f), off, p);
-        },
-    };
+    static const sqlite3_io_methods methods = [] {
+      sqlite3_io_methods m = ForwardingMethods<&R>::Table();
+      m.xWrite =
+          +[](sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
+            {
+              absl::MutexLock lock(&state().mu);
+              if (state().full) return SQLITE_FULL;
+            }
+            return R(f)->pMethods->xWrite(R(f), buf, n, off);
+          };
+      m.xSync = Sync;
+      return m;
+    }();
     return &methods;
   }
 };

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "tests/forwarding_vfs.h"
 
 namespace ferry::testing {
 
@@ -161,76 +162,39 @@ class RecordingVfs {
   }
 
   static const sqlite3_io_methods* Methods() {
-    static const sqlite3_io_methods methods = {
-        3,
-        +[](sqlite3_file* file) {
-          File* f = reinterpret_cast<File*>(file);
-          delete f->path;
-          f->path = nullptr;
-          return R(file)->pMethods->xClose(R(file));
-        },
-        +[](sqlite3_file* f, void* buf, int n, sqlite3_int64 off) {
-          return R(f)->pMethods->xRead(R(f), buf, n, off);
-        },
-        +[](sqlite3_file* file, const void* buf, int n, sqlite3_int64 off) {
-          File* f = reinterpret_cast<File*>(file);
-          if (f->path != nullptr) {
-            Log({OpType::kWrite, *f->path, off,
-                 std::string(static_cast<const char*>(buf),
-                             static_cast<size_t>(n))});
-          }
-          return R(file)->pMethods->xWrite(R(file), buf, n, off);
-        },
-        +[](sqlite3_file* file, sqlite3_int64 size) {
-          File* f = reinterpret_cast<File*>(file);
-          if (f->path != nullptr) Log({OpType::kTruncate, *f->path, size, ""});
-          return R(file)->pMethods->xTruncate(R(file), size);
-        },
-        +[](sqlite3_file* file, int flags) {
-          File* f = reinterpret_cast<File*>(file);
-          const int rc = R(file)->pMethods->xSync(R(file), flags);
-          if (rc == SQLITE_OK && f->path != nullptr) {
-            Log({OpType::kSync, *f->path, 0, ""});
-          }
-          return rc;
-        },
-        +[](sqlite3_file* f, sqlite3_int64* size) {
-          return R(f)->pMethods->xFileSize(R(f), size);
-        },
-        +[](sqlite3_file* f, int lock) {
-          return R(f)->pMethods->xLock(R(f), lock);
-        },
-        +[](sqlite3_file* f, int lock) {
-          return R(f)->pMethods->xUnlock(R(f), lock);
-        },
-        +[](sqlite3_file* f, int* out) {
-          return R(f)->pMethods->xCheckReservedLock(R(f), out);
-        },
-        +[](sqlite3_file* f, int op, void* arg) {
-          return R(f)->pMethods->xFileControl(R(f), op, arg);
-        },
-        +[](sqlite3_file* f) { return R(f)->pMethods->xSectorSize(R(f)); },
-        +[](sqlite3_file* f) {
-          return R(f)->pMethods->xDeviceCharacteristics(R(f));
-        },
-        +[](sqlite3_file* f, int region, int size, int extend,
-            void volatile** out) {
-          return R(f)->pMethods->xShmMap(R(f), region, size, extend, out);
-        },
-        +[](sqlite3_file* f, int offset, int n, int flags) {
-          return R(f)->pMethods->xShmLock(R(f), offset, n, flags);
-        },
-        +[](sqlite3_file* f) { R(f)->pMethods->xShmBarrier(R(f)); },
-        +[](sqlite3_file* f, int remove) {
-          return R(f)->pMethods->xShmUnmap(R(f), remove);
-        },
-        +[](sqlite3_file* f, sqlite3_int64 off, int n, void** out) {
-          return R(f)->pMethods->xFetch(R(f), off, n, out);
-        },
-        +[](sqlite3_file* f, sqlite3_int64 off, void* p) {
-          return R(f)->pMethods->xUnfetch(R(f), off, p);
-        },
-    };
+    static const sqlite3_io_methods methods = [] {
+      sqlite3_io_methods m = ForwardingMethods<&R>::Table();
+      m.xClose = +[](sqlite3_file* file) {
+        File* f = reinterpret_cast<File*>(file);
+        delete f->path;
+        f->path = nullptr;
+        return R(file)->pMethods->xClose(R(file));
+      };
+      m.xWrite =
+          +[](sqlite3_file* file, const void* buf, int n, sqlite3_int64 off) {
+            File* f = reinterpret_cast<File*>(file);
+            if (f->path != nullptr) {
+              Log({OpType::kWrite, *f->path, off,
+                   std::string(static_cast<const char*>(buf),
+                               static_cast<size_t>(n))});
+            }
+            return R(file)->pMethods->xWrite(R(file), buf, n, off);
+          };
+      m.xTruncate = +[](sqlite3_file* file, sqlite3_int64 size) {
+        File* f = reinterpret_cast<File*>(file);
+        if (f->path != nullptr) Log({OpType::kTruncate, *f->path, size, ""});
+        return R(file)->pMethods->xTruncate(R(file), size);
+      };
+      m.xSync = +[](sqlite3_file* file, int flags) {
+        File* f = reinterpret_cast<File*>(file);
+        const int rc = R(file)->pMethods->xSync(R(file), flags);
+        if (rc == SQLITE_OK && f->path != nullptr) {
+          Log({OpType::kSync, *f->path, 0, ""});
+        }
+        return rc;
+      };
+      return m;
+    }();
     return &methods;
   }
 };
