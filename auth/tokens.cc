@@ -162,6 +162,12 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(absl::string_view text) {
     for (size_t i = 1; i < line.words.size(); ++i) {
       const std::pair<absl::string_view, absl::string_view> kv =
           absl::StrSplit(line.words[i], absl::MaxSplits('=', 1));
+      if (!absl::StrContains(line.words[i], '=') || kv.second.empty()) {
+        // A bare "queues" would otherwise read as every queue.
+        return error(absl::StrCat("'", kv.first,
+                                  "' needs a value: a token line is NAME "
+                                  "roles=ROLES [queues=GLOBS] sha256=HASH"));
+      }
       if (kv.first == "roles") {
         absl::StatusOr<uint8_t> roles = ParseRoles(kv.second);
         if (!roles.ok()) return error(roles.status().message());

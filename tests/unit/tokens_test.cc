@@ -84,6 +84,17 @@ TEST(TokenFileTest, RejectsBadLinesNamingThem) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("64 hex digits")));
   EXPECT_THAT(ParseTokenFile("x roles=read queues=a/b sha256=" + hash).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'a/b'")));
+  // A field without a value: a bare "queues" read as every queue, a bare
+  // "roles" as no role (found by fuzz/token_file_fuzz.cc).
+  EXPECT_THAT(ParseTokenFile("x roles=read queues sha256=" + hash).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'queues' needs a value")));
+  EXPECT_THAT(ParseTokenFile("x roles sha256=" + hash).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'roles' needs a value")));
+  EXPECT_THAT(ParseTokenFile("x roles= sha256=" + hash).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'roles' needs a value")));
   EXPECT_THAT(ParseTokenFile("x roles=read secret=1 sha256=" + hash).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("unknown field 'secret'")));
