@@ -35,8 +35,6 @@ class ByteBudget {
   std::atomic<int64_t> held_{0};
 };
 
-// The client API (ferry.v1.Jobs) over the broker core. Each handler
-// validates, calls the core and finishes; docs/protocol.md lists the codes.
 // Open Watch and Wait calls per connection (gRPC's peer string names one),
 // up to a limit, so that one client cannot take every watcher ferryd has.
 class PeerCounter {
@@ -89,6 +87,8 @@ class PeerCounter {
   absl::flat_hash_map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);
 };
 
+// The client API (ferry.v1.Jobs) over the broker core. Each handler
+// validates, calls the core and finishes; docs/protocol.md lists the codes.
 class JobsService final : public v1::Jobs::CallbackService {
  public:
   // `broker` and `access` are not owned and must outlive the service.

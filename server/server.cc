@@ -48,17 +48,17 @@ class NoReflection final : public grpc::ServerBuilderOption {
   }
 };
 
-// Whether a new connection to `target` gets an answer within `timeout`:
-// the channel becomes READY, or fails its handshake (with mutual TLS the
-// probe has no client certificate: refused, but answered). A listener that
-// no longer accepts leaves the connection in the kernel's backlog with no
-// answer: still CONNECTING at the deadline.
 // A duration as a gRPC channel argument: milliseconds, at most INT_MAX.
 int ToMillisArg(absl::Duration d) {
   return static_cast<int>(
       std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT32_MAX));
 }
 
+// Whether a new connection to `target` gets an answer within `timeout`:
+// the channel becomes READY, or fails its handshake (with mutual TLS the
+// probe has no client certificate: refused, but answered). A listener that
+// no longer accepts leaves the connection in the kernel's backlog with no
+// answer: still CONNECTING at the deadline.
 bool ListenerAnswers(const std::string& target,
                      const std::shared_ptr<grpc::ChannelCredentials>& creds,
                      absl::Duration timeout) {
