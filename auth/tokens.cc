@@ -10,7 +10,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -110,6 +109,13 @@ bool GlobMatches(absl::string_view glob, absl::string_view name) {
 }
 
 absl::StatusOr<uint8_t> ParseRoles(absl::string_view text) {
+  // Checked here, not left to the split: absl::StrSplit yields no piece at
+  // all for a null string_view (a "roles" given without '='), which would
+  // read as a token with no role.
+  if (text.empty()) {
+    return absl::InvalidArgumentError(
+        "roles needs a value: one or more of read, submit, work, admin");
+  }
   uint8_t roles = 0;
   for (absl::string_view name : absl::StrSplit(text, ',')) {
     bool known = false;
@@ -129,6 +135,12 @@ absl::StatusOr<uint8_t> ParseRoles(absl::string_view text) {
 
 absl::StatusOr<std::vector<std::string>> ParseQueueGlobs(
     absl::string_view text) {
+  // As for roles: a "queues" without a value must not read as every queue.
+  if (text.empty()) {
+    return absl::InvalidArgumentError(
+        "queues needs a value: queue names, '*' standing for any "
+        "characters (e.g. emails*), or * for every queue");
+  }
   std::vector<std::string> globs;
   for (absl::string_view glob : absl::StrSplit(text, ',')) {
     if (glob == "*") return std::vector<std::string>();  // every queue
@@ -162,12 +174,6 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(absl::string_view text) {
     for (size_t i = 1; i < line.words.size(); ++i) {
       const std::pair<absl::string_view, absl::string_view> kv =
           absl::StrSplit(line.words[i], absl::MaxSplits('=', 1));
-      if (!absl::StrContains(line.words[i], '=') || kv.second.empty()) {
-        // A bare "queues" would otherwise read as every queue.
-        return error(absl::StrCat("'", kv.first,
-                                  "' needs a value: a token line is NAME "
-                                  "roles=ROLES [queues=GLOBS] sha256=HASH"));
-      }
       if (kv.first == "roles") {
         absl::StatusOr<uint8_t> roles = ParseRoles(kv.second);
         if (!roles.ok()) return error(roles.status().message());

@@ -137,7 +137,8 @@ TEST_F(CliTokenTest, BadRoleQueueOrNameIsAUsageErrorAndWritesNothing) {
   };
   const std::vector<Case> cases = {
       {{"x", "--roles=submit,root"}, "unknown role 'root'"},
-      {{"x", "--roles="}, "unknown role ''"},
+      {{"x", "--roles="}, "roles needs a value"},
+      {{"x", "--roles=read", "--queues="}, "queues needs a value"},
       {{"x", "--roles=read", "--queues=bad/queue"},
        "queue scope 'bad/queue' is not a queue name"},
       {{"bad name!", "--roles=read"}, "token name"},

@@ -68,6 +68,20 @@ TEST(TokenFileTest, RoundTripsAFormattedLine) {
   EXPECT_FALSE(back.InScope("emails"));
 }
 
+TEST(TokenFileTest, EmptyRolesAndQueuesAreRefusedEvenAsNullViews) {
+  // A null string_view is what a field without '=' splits into.
+  EXPECT_THAT(ParseRoles(absl::string_view()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("roles needs a value")));
+  EXPECT_THAT(ParseQueueGlobs(absl::string_view()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("queues needs a value")));
+  EXPECT_THAT(ParseRoles("").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseQueueGlobs("").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST(TokenFileTest, RejectsBadLinesNamingThem) {
   const std::string hash(64, 'a');
   EXPECT_THAT(ParseTokenFile("x roles=owner sha256=" + hash).status(),
@@ -88,13 +102,13 @@ TEST(TokenFileTest, RejectsBadLinesNamingThem) {
   // "roles" as no role (found by fuzz/token_file_fuzz.cc).
   EXPECT_THAT(ParseTokenFile("x roles=read queues sha256=" + hash).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("'queues' needs a value")));
+                       HasSubstr("line 1: queues needs a value")));
   EXPECT_THAT(ParseTokenFile("x roles sha256=" + hash).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("'roles' needs a value")));
+                       HasSubstr("line 1: roles needs a value")));
   EXPECT_THAT(ParseTokenFile("x roles= sha256=" + hash).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("'roles' needs a value")));
+                       HasSubstr("line 1: roles needs a value")));
   EXPECT_THAT(ParseTokenFile("x roles=read secret=1 sha256=" + hash).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("unknown field 'secret'")));
