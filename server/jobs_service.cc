@@ -549,10 +549,7 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
   absl::StatusOr<std::vector<QueueSnapshot>> stats =
       broker_->QueueStats(request->queue());
   if (!stats.ok()) return Finish(ctx, stats.status());
-  const uint32_t page_size = request->page_size() == 0
-                                 ? UINT32_MAX
-                                 : std::min(request->page_size(), kMaxPageSize);
-  size_t bytes = 0;
+  PageFill page(request->page_size());
   const std::string* last = nullptr;
   // Snapshots come in name order; a page starts after the token's name.
   for (const QueueSnapshot& snapshot : *stats) {
@@ -561,8 +558,7 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
          snapshot.name <= request->page_token())) {
       continue;
     }
-    if (static_cast<uint32_t>(response->queues_size()) == page_size ||
-        (bytes > kMaxPageBytes && last != nullptr)) {
+    if (page.Full()) {
       response->set_next_page_token(*last);
       break;
     }
@@ -580,7 +576,7 @@ grpc::ServerUnaryReactor* JobsService::QueueStats(
     info->set_failed(count(JobState::kFailed));
     info->set_cancelled(count(JobState::kCancelled));
     ToProto(snapshot.oldest_queued_age, info->mutable_oldest_queued_age());
-    bytes += info->ByteSizeLong();
+    page.Add(info->ByteSizeLong());
   }
   return Finish(ctx, absl::OkStatus());
 }
@@ -703,11 +699,8 @@ grpc::ServerUnaryReactor* JobsService::ListWorkers(
   absl::StatusOr<WorkerCursor> cursor =
       WorkerCursor::Parse(request->page_token());
   if (!cursor.ok()) return Finish(ctx, cursor.status());
-  const uint32_t page_size = request->page_size() == 0
-                                 ? UINT32_MAX
-                                 : std::min(request->page_size(), kMaxPageSize);
+  PageFill page(request->page_size());
   const std::vector<WorkerSnapshot> workers = broker_->ListWorkers();
-  size_t bytes = 0;
   const WorkerSnapshot* last = nullptr;
   // A caller limited to some queues sees the workers serving one of them.
   const auto visible = [&caller](const WorkerSnapshot& worker) {
@@ -719,8 +712,7 @@ grpc::ServerUnaryReactor* JobsService::ListWorkers(
   };
   for (const WorkerSnapshot& worker : workers) {
     if (!cursor->Before(worker) || !visible(worker)) continue;
-    if (static_cast<uint32_t>(response->workers_size()) == page_size ||
-        (bytes > kMaxPageBytes && last != nullptr)) {
+    if (page.Full()) {
       // More follow: the next page starts after the last one shown.
       response->set_next_page_token(WorkerCursor::TokenAfter(*last));
       break;
@@ -741,7 +733,7 @@ grpc::ServerUnaryReactor* JobsService::ListWorkers(
     ToProto(worker.connected_at, info->mutable_connected_at());
     ToProto(worker.last_seen, info->mutable_last_seen());
     info->set_peer(worker.identity.peer);
-    bytes += info->ByteSizeLong();
+    page.Add(info->ByteSizeLong());
     last = &worker;
   }
   return Finish(ctx, absl::OkStatus());
