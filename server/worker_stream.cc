@@ -30,25 +30,33 @@ void WorkerStream::Start(std::shared_ptr<WorkerStream> self,
   StartRead(&in_);
 }
 
-size_t WorkerStream::PayloadBytes(const v1::ServerMessage& message) {
-  size_t bytes = message.assignment().job().payload().size();
+namespace {
+
+// Calls `fn` with each assignment `message` carries, a batch's included.
+template <typename Fn>
+void ForEachAssignment(const v1::ServerMessage& message, Fn fn) {
+  if (message.has_assignment()) fn(message.assignment());
   for (const v1::ServerMessage& inner : message.batch().messages()) {
-    bytes += inner.assignment().job().payload().size();
+    if (inner.has_assignment()) fn(inner.assignment());
   }
+}
+
+}  // namespace
+
+size_t WorkerStream::PayloadBytes(const v1::ServerMessage& message) {
+  size_t bytes = 0;
+  ForEachAssignment(message, [&bytes](const v1::Assignment& assignment) {
+    bytes += assignment.job().payload().size();
+  });
   return bytes;
 }
 
 void WorkerStream::PutBackUnsent() {
   std::vector<std::string> tokens;
   for (const v1::ServerMessage& message : writes_.TakeDropped()) {
-    if (message.has_assignment()) {
-      tokens.push_back(message.assignment().lease_token());
-    }
-    for (const v1::ServerMessage& inner : message.batch().messages()) {
-      if (inner.has_assignment()) {
-        tokens.push_back(inner.assignment().lease_token());
-      }
-    }
+    ForEachAssignment(message, [&tokens](const v1::Assignment& assignment) {
+      tokens.push_back(assignment.lease_token());
+    });
   }
   if (tokens.empty()) return;
   broker_->PutBackUndelivered(
@@ -111,7 +119,6 @@ void WorkerStream::OnWriteDone(bool ok) {
     // Nothing more can be sent: end the session now, not when the read
     // side notices, so that no job is dispatched to this stream meanwhile.
     End(absl::UnavailableError("the stream broke while writing"));
-    PutBackUnsent();
   }
   // Also after a failed write: the stream may have been ended while this
   // write was stuck (a reader that stopped), and only now can it finish.
