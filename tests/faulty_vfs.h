@@ -26,18 +26,8 @@ class FaultyVfs {
  public:
   // Idempotent. Returns false if SQLite refused the registration.
   static bool Install() {
-    static const bool installed = [] {
-      sqlite3_initialize();
-      sqlite3_vfs* real = sqlite3_vfs_find(nullptr);
-      if (real == nullptr) return false;
-      Real() = real;
-      static sqlite3_vfs vfs = *real;  // every method forwards as it is...
-      vfs.zName = "ferry-faulty";
-      vfs.szOsFile = static_cast<int>(sizeof(File)) + real->szOsFile;
-      vfs.xOpen = Open;  // ...but files are wrapped
-      vfs.pNext = nullptr;
-      return sqlite3_vfs_register(&vfs, /*makeDflt=*/1) == SQLITE_OK;
-    }();
+    static const bool installed = RegisterWrappingVfs(
+        "ferry-faulty", sizeof(WrappedFile), Open, nullptr, &Real());
     return installed;
   }
 
@@ -70,10 +60,6 @@ class FaultyVfs {
   }
 
  private:
-  struct File {
-    sqlite3_file base;
-    sqlite3_file* real;  // SQLite allocates it right after this struct
-  };
   struct State {
     absl::Mutex mu;
     bool fail ABSL_GUARDED_BY(mu) = false;
@@ -89,18 +75,10 @@ class FaultyVfs {
     static sqlite3_vfs* real = nullptr;
     return real;
   }
-  static sqlite3_file* R(sqlite3_file* f) {
-    return reinterpret_cast<File*>(f)->real;
-  }
-
   static int Open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags,
                   int* out_flags) {
-    File* f = reinterpret_cast<File*>(file);
-    f->real = reinterpret_cast<sqlite3_file*>(f + 1);
-    const int rc = Real()->xOpen(Real(), name, f->real, flags, out_flags);
-    // A file SQLite could not open has no methods and is not closed.
-    f->base.pMethods = f->real->pMethods == nullptr ? nullptr : Methods();
-    return rc;
+    return OpenWrapped(Real(), sizeof(WrappedFile), name, file, flags,
+                       out_flags, Methods());
   }
 
   static int Sync(sqlite3_file* f, int flags) {
@@ -116,19 +94,19 @@ class FaultyVfs {
       }
       if (s.fail) return SQLITE_IOERR_FSYNC;
     }
-    return R(f)->pMethods->xSync(R(f), flags);
+    return RealFile(f)->pMethods->xSync(RealFile(f), flags);
   }
 
   static const sqlite3_io_methods* Methods() {
     static const sqlite3_io_methods methods = [] {
-      sqlite3_io_methods m = ForwardingMethods<&R>::Table();
+      sqlite3_io_methods m = ForwardingMethods::Table();
       m.xWrite =
           +[](sqlite3_file* f, const void* buf, int n, sqlite3_int64 off) {
             {
               absl::MutexLock lock(&state().mu);
               if (state().full) return SQLITE_FULL;
             }
-            return R(f)->pMethods->xWrite(R(f), buf, n, off);
+            return RealFile(f)->pMethods->xWrite(RealFile(f), buf, n, off);
           };
       m.xSync = Sync;
       return m;

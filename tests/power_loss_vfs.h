@@ -42,19 +42,8 @@ class RecordingVfs {
 
   // Idempotent. Returns false if SQLite refused the registration.
   static bool Install() {
-    static const bool installed = [] {
-      sqlite3_initialize();
-      sqlite3_vfs* real = sqlite3_vfs_find(nullptr);
-      if (real == nullptr) return false;
-      Real() = real;
-      static sqlite3_vfs vfs = *real;
-      vfs.zName = "ferry-recording";
-      vfs.szOsFile = static_cast<int>(sizeof(File)) + real->szOsFile;
-      vfs.xOpen = Open;
-      vfs.xDelete = Delete;
-      vfs.pNext = nullptr;
-      return sqlite3_vfs_register(&vfs, /*makeDflt=*/1) == SQLITE_OK;
-    }();
+    static const bool installed = RegisterWrappingVfs(
+        "ferry-recording", sizeof(File), Open, Delete, &Real());
     return installed;
   }
 
@@ -111,9 +100,8 @@ class RecordingVfs {
 
  private:
   struct File {
-    sqlite3_file base;
-    sqlite3_file* real;  // SQLite allocates it right after this struct
-    std::string* path;   // null: not logged (shared memory has no writes)
+    WrappedFile head;
+    std::string* path;  // null: not logged (shared memory has no writes)
   };
   struct State {
     absl::Mutex mu;
@@ -127,9 +115,6 @@ class RecordingVfs {
   static sqlite3_vfs*& Real() {
     static sqlite3_vfs* real = nullptr;
     return real;
-  }
-  static sqlite3_file* R(sqlite3_file* f) {
-    return reinterpret_cast<File*>(f)->real;
   }
   static void Apply(std::string& content, int64_t offset,
                     const std::string& data) {
@@ -146,11 +131,10 @@ class RecordingVfs {
   static int Open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags,
                   int* out_flags) {
     File* f = reinterpret_cast<File*>(file);
-    f->real = reinterpret_cast<sqlite3_file*>(f + 1);
     f->path = name == nullptr ? nullptr : new std::string(name);
-    const int rc = Real()->xOpen(Real(), name, f->real, flags, out_flags);
-    f->base.pMethods = f->real->pMethods == nullptr ? nullptr : Methods();
-    if (f->base.pMethods == nullptr) {
+    const int rc = OpenWrapped(Real(), sizeof(File), name, file, flags,
+                               out_flags, Methods());
+    if (f->head.base.pMethods == nullptr) {
       delete f->path;
       f->path = nullptr;
     }
@@ -163,31 +147,31 @@ class RecordingVfs {
 
   static const sqlite3_io_methods* Methods() {
     static const sqlite3_io_methods methods = [] {
-      sqlite3_io_methods m = ForwardingMethods<&R>::Table();
+      sqlite3_io_methods m = ForwardingMethods::Table();
       m.xClose = +[](sqlite3_file* file) {
         File* f = reinterpret_cast<File*>(file);
         delete f->path;
         f->path = nullptr;
-        return R(file)->pMethods->xClose(R(file));
+        return RealFile(file)->pMethods->xClose(RealFile(file));
       };
-      m.xWrite =
-          +[](sqlite3_file* file, const void* buf, int n, sqlite3_int64 off) {
-            File* f = reinterpret_cast<File*>(file);
-            if (f->path != nullptr) {
-              Log({OpType::kWrite, *f->path, off,
-                   std::string(static_cast<const char*>(buf),
-                               static_cast<size_t>(n))});
-            }
-            return R(file)->pMethods->xWrite(R(file), buf, n, off);
-          };
+      m.xWrite = +[](sqlite3_file* file, const void* buf, int n,
+                     sqlite3_int64 off) {
+        File* f = reinterpret_cast<File*>(file);
+        if (f->path != nullptr) {
+          Log({OpType::kWrite, *f->path, off,
+               std::string(static_cast<const char*>(buf),
+                           static_cast<size_t>(n))});
+        }
+        return RealFile(file)->pMethods->xWrite(RealFile(file), buf, n, off);
+      };
       m.xTruncate = +[](sqlite3_file* file, sqlite3_int64 size) {
         File* f = reinterpret_cast<File*>(file);
         if (f->path != nullptr) Log({OpType::kTruncate, *f->path, size, ""});
-        return R(file)->pMethods->xTruncate(R(file), size);
+        return RealFile(file)->pMethods->xTruncate(RealFile(file), size);
       };
       m.xSync = +[](sqlite3_file* file, int flags) {
         File* f = reinterpret_cast<File*>(file);
-        const int rc = R(file)->pMethods->xSync(R(file), flags);
+        const int rc = RealFile(file)->pMethods->xSync(RealFile(file), flags);
         if (rc == SQLITE_OK && f->path != nullptr) {
           Log({OpType::kSync, *f->path, 0, ""});
         }
