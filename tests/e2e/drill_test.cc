@@ -24,13 +24,13 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "storage/sqlite/sqlite_store.h"
+#include "tests/e2e/recording_workers.h"
 #include "tests/e2e/subprocess.h"
 #include "tests/poll.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 #include "tests/temp_dir.h"
 #include "tests/tools/history.h"
-#include "worker/worker.h"
 
 namespace ferry::testing {
 namespace {
@@ -41,11 +41,6 @@ int KillsToRun() {
     if (!absl::SimpleAtoi(env, &kills) || kills < 1) kills = 20;
   }
   return kills;
-}
-
-int64_t IdOf(const std::string& id) {
-  int64_t n = 0;
-  return absl::SimpleAtoi(id, &n) ? n : -1;
 }
 
 TEST(DrillTest, KilledAgainAndAgainUnderLoadLosesNothingAndFencesEveryResult) {
@@ -63,39 +58,11 @@ TEST(DrillTest, KilledAgainAndAgainUnderLoadLosesNothingAndFencesEveryResult) {
 
   absl::Mutex mu;
   int64_t acked = 0;  // results acknowledged, all workers
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::thread> worker_threads;
-  for (int w = 0; w < kWorkers; ++w) {
-    WorkerOptions options;
-    options.broker = address;
-    options.queues = {"drill"};
-    options.concurrency = kConcurrency;
-    options.worker_id = absl::StrCat("drill-", w);
-    options.reconnect_initial = absl::Milliseconds(10);
-    options.reconnect_max = absl::Milliseconds(100);
-    options.drain_timeout = absl::Milliseconds(100);
-    options.on_result_ack = [&](const v1::ResultAck& ack) {
-      recorder->ResultOk(IdOf(ack.job_id()), ack.lease_token());
-      if (ack.state() == v1::JOB_STATE_SUCCEEDED) {
-        recorder->Observed(IdOf(ack.job_id()), JobState::kSucceeded);
-      }
-      absl::MutexLock lock(&mu);
-      ++acked;
-    };
-    auto worker = std::make_unique<Worker>(options);
-    worker->HandleDefault([&recorder](JobContext& job) {
-      const int64_t id = IdOf(job.id());
-      recorder->Leased(id, job.lease_token(),
-                       static_cast<int32_t>(job.attempt()));
-      const std::string result = absl::StrCat(id, "/", job.attempt());
-      recorder->ResultSent(id, job.lease_token(), result);
-      return JobOutcome::Success(result);
-    });
-    workers.push_back(std::move(worker));
-  }
-  for (auto& worker : workers) {
-    worker_threads.emplace_back([w = worker.get()] { (void)w->Run(); });
-  }
+  RecordingWorkers workers(recorder.get(), address, "drill", "drill", kWorkers,
+                           kConcurrency, [&](const v1::ResultAck&) {
+                             absl::MutexLock lock(&mu);
+                             ++acked;
+                           });
 
   // Producers submit until told to stop, each call waiting (bounded) for
   // a broker to come back; every tenth job carries an idempotency key that
@@ -127,7 +94,7 @@ TEST(DrillTest, KilledAgainAndAgainUnderLoadLosesNothingAndFencesEveryResult) {
             recorder->SubmitFailed(ref, status.error_message());
             continue;
           }
-          recorder->SubmitOk(ref, IdOf(response.job().id()));
+          recorder->SubmitOk(ref, history::IdOf(response.job().id()));
           ++submits_acked;
         }
       }
@@ -154,8 +121,7 @@ TEST(DrillTest, KilledAgainAndAgainUnderLoadLosesNothingAndFencesEveryResult) {
   }
   stop = true;
   for (std::thread& t : producers) t.join();
-  for (auto& worker : workers) worker->Stop();
-  for (std::thread& t : worker_threads) t.join();
+  workers.Stop();
   ferryd->process().Signal(SIGTERM);
   ASSERT_THAT(ferryd->process().Wait(absl::Seconds(30)), IsOkAndHolds(0));
 

@@ -17,18 +17,17 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "ferry/v1/jobs.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/e2e/recording_workers.h"
 #include "tests/e2e/subprocess.h"
 #include "tests/status_matchers.h"
 #include "tests/store_test_util.h"
 #include "tests/tools/history.h"
-#include "worker/worker.h"
 
 namespace ferry::testing {
 namespace {
@@ -128,46 +127,16 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
   FERRY_ASSERT_OK_AND_ASSIGN(
       std::unique_ptr<history::Recorder> recorder,
       history::Recorder::Open(dir_.path() + "/history", "test"));
-  auto id_of = [](const std::string& id) {
-    int64_t n = 0;
-    return absl::SimpleAtoi(id, &n) ? n : -1;
-  };
   absl::Mutex mu;
   std::vector<std::string> submitted;
   std::vector<std::string> succeeded;
-  std::vector<std::unique_ptr<Worker>> workers;
-  std::vector<std::thread> worker_threads;
-  for (int w = 0; w < 2; ++w) {
-    WorkerOptions options;
-    options.broker = ferryd->address();
-    options.queues = {"load"};
-    options.concurrency = 8;
-    options.worker_id = absl::StrCat("load-", w);
-    options.reconnect_initial = absl::Milliseconds(10);
-    options.reconnect_max = absl::Milliseconds(100);
-    // The broker is killed: do not wait long for acks that cannot come.
-    options.drain_timeout = absl::Milliseconds(100);
-    options.on_result_ack = [&](const v1::ResultAck& ack) {
-      recorder->ResultOk(id_of(ack.job_id()), ack.lease_token());
-      if (ack.state() != v1::JOB_STATE_SUCCEEDED) return;
-      recorder->Observed(id_of(ack.job_id()), JobState::kSucceeded);
-      absl::MutexLock lock(&mu);
-      succeeded.push_back(ack.job_id());
-    };
-    auto worker = std::make_unique<Worker>(options);
-    worker->HandleDefault([&](JobContext& job) {
-      const int64_t id = id_of(job.id());
-      recorder->Leased(id, job.lease_token(),
-                       static_cast<int32_t>(job.attempt()));
-      const std::string result = absl::StrCat("done-", job.attempt());
-      recorder->ResultSent(id, job.lease_token(), result);
-      return JobOutcome::Success(result);
-    });
-    workers.push_back(std::move(worker));
-  }
-  for (auto& worker : workers) {
-    worker_threads.emplace_back([w = worker.get()] { (void)w->Run(); });
-  }
+  RecordingWorkers workers(recorder.get(), ferryd->address(), "load", "load",
+                           /*count=*/2,
+                           /*concurrency=*/8, [&](const v1::ResultAck& ack) {
+                             if (ack.state() != v1::JOB_STATE_SUCCEEDED) return;
+                             absl::MutexLock lock(&mu);
+                             succeeded.push_back(ack.job_id());
+                           });
   std::atomic<bool> stop{false};
   std::vector<std::thread> producers;
   for (int p = 0; p < 4; ++p) {
@@ -185,7 +154,7 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
           recorder->SubmitFailed(ref, status.error_message());
           return;
         }
-        recorder->SubmitOk(ref, id_of(response.job().id()));
+        recorder->SubmitOk(ref, history::IdOf(response.job().id()));
         absl::MutexLock lock(&mu);
         submitted.push_back(response.job().id());
       }
@@ -202,8 +171,7 @@ TEST_F(FerrydTest, KillNineDuringALoadRunLosesNoAcknowledgedSubmitOrResult) {
   ferryd->process().Signal(SIGKILL);
   stop = true;
   for (std::thread& t : producers) t.join();
-  for (auto& worker : workers) worker->Stop();
-  for (std::thread& t : worker_threads) t.join();
+  workers.Stop();
   std::vector<std::string> submitted_ids, succeeded_ids;
   {
     absl::MutexLock lock(&mu);

@@ -42,6 +42,11 @@ std::optional<JobState> StateNamed(absl::string_view name) {
 
 }  // namespace
 
+int64_t IdOf(absl::string_view id) {
+  int64_t n = 0;
+  return absl::SimpleAtoi(id, &n) ? n : -1;
+}
+
 Event LeaseEvent(EventType type, int64_t job_id, absl::string_view token,
                  int32_t attempt) {
   Event e;

@@ -62,6 +62,10 @@ struct Event {
   std::string detail;
 };
 
+// A job id as the API spells it ("42") as the history keeps it; -1 if it
+// is not a number.
+int64_t IdOf(absl::string_view id);
+
 // An event about one lease of a job (kLeased, kResult*).
 Event LeaseEvent(EventType type, int64_t job_id, absl::string_view token,
                  int32_t attempt = 0);
