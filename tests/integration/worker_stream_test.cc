@@ -30,7 +30,31 @@ using Msg = v1::ServerMessage;
 constexpr absl::Duration kDefaultTtl = absl::Seconds(30);
 constexpr absl::Duration kDefaultBackoff = absl::Seconds(1);
 
-class WorkerStreamTest : public ServerTest {};
+class WorkerStreamTest : public ServerTest {
+ protected:
+  using RawStream = grpc::ClientReaderWriter<v1::WorkerMessage, Msg>;
+
+  // Worker sessions ferryd lists; -1 if the call fails.
+  int Sessions() {
+    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
+    return listed.ok() ? static_cast<int>(listed->size()) : -1;
+  }
+
+  // A raw stream that says Hello as `worker_id` on queue q with `credits`
+  // and then reads nothing; returned once ferryd lists the session.
+  std::unique_ptr<RawStream> HelloAndNeverRead(grpc::ClientContext& ctx,
+                                               const std::string& worker_id,
+                                               uint32_t credits) {
+    std::unique_ptr<RawStream> stream = workers().Connect(&ctx);
+    v1::WorkerMessage hello;
+    hello.mutable_hello()->set_worker_id(worker_id);
+    hello.mutable_hello()->add_queues("q");
+    hello.mutable_hello()->set_initial_credits(credits);
+    EXPECT_TRUE(stream->Write(hello));
+    EXPECT_TRUE(Eventually([&] { return Sessions() == 1; }));
+    return stream;
+  }
+};
 
 TEST_F(WorkerStreamTest, WelcomeCarriesTheHeartbeatIntervalAndLeaseTtl) {
   auto worker = Connect("w1", "q", 0);
@@ -47,16 +71,8 @@ TEST_F(WorkerStreamTest, AWorkerThatStopsReadingHasItsSessionEnded) {
   // A raw stream that writes and never reads: bogus heartbeats make the
   // broker queue a LeaseLost per token, past what one stream may queue.
   grpc::ClientContext ctx;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, Msg>> stream =
-      workers().Connect(&ctx);
-  v1::WorkerMessage hello;
-  hello.mutable_hello()->set_worker_id("deaf");
-  hello.mutable_hello()->add_queues("q");
-  ASSERT_TRUE(stream->Write(hello));
-  ASSERT_TRUE(Eventually([&] {
-    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
-    return listed.ok() && listed->size() == 1;
-  }));
+  std::unique_ptr<RawStream> stream = HelloAndNeverRead(ctx, "deaf", 0);
+  ASSERT_FALSE(HasFailure());
   const int heartbeats =
       static_cast<int>(kMaxQueuedWorkerMessages / kMaxHeldLeases) + 1;
   for (int h = 0; h < heartbeats; ++h) {
@@ -66,10 +82,8 @@ TEST_F(WorkerStreamTest, AWorkerThatStopsReadingHasItsSessionEnded) {
     }
     if (!stream->Write(heartbeat)) break;  // the broker ended it already
   }
-  EXPECT_TRUE(Eventually([&] {
-    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
-    return listed.ok() && listed->empty();
-  })) << "the session of a stream that does not read was not ended";
+  EXPECT_TRUE(Eventually([&] { return Sessions() == 0; }))
+      << "the session of a stream that does not read was not ended";
   ctx.TryCancel();
 }
 
@@ -78,28 +92,16 @@ TEST_F(WorkerStreamTest, AWorkerThatDoesNotReadCannotPinAPayloadPerCredit) {
   // pile up behind the one gRPC is stuck writing, until their payloads
   // pass what one stream may queue; then its session ends.
   grpc::ClientContext ctx;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, Msg>> stream =
-      workers().Connect(&ctx);
-  v1::WorkerMessage hello;
-  hello.mutable_hello()->set_worker_id("hoarder");
-  hello.mutable_hello()->add_queues("q");
-  hello.mutable_hello()->set_initial_credits(10000);
-  ASSERT_TRUE(stream->Write(hello));
-  ASSERT_TRUE(Eventually([&] {
-    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
-    return listed.ok() && listed->size() == 1;
-  }));
+  std::unique_ptr<RawStream> stream = HelloAndNeverRead(ctx, "hoarder", 10000);
+  ASSERT_FALSE(HasFailure());
   const std::string payload(1 << 20, 'x');
   const int jobs = static_cast<int>(kMaxQueuedWorkerBytes >> 20) + 16;
   for (int i = 0; i < jobs; ++i) {
     ASSERT_THAT(Submit("q", "k", payload).status(), IsOk());
   }
   Settle();
-  EXPECT_TRUE(Eventually([&] {
-    absl::StatusOr<std::vector<v1::WorkerInfo>> listed = ListWorkers();
-    return listed.ok() && listed->empty();
-  })) << "a stream holding "
-      << jobs << " MiB of unread payloads kept going";
+  EXPECT_TRUE(Eventually([&] { return Sessions() == 0; }))
+      << "a stream holding " << jobs << " MiB of unread payloads kept going";
   // The assignments still queued were never sent: their jobs are back in
   // line with their attempt undone, not left to burn it when the lease
   // expires. Only what gRPC took (the write it is stuck on, and what the
