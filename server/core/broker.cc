@@ -997,11 +997,6 @@ std::vector<WorkerSnapshot> Broker::ListWorkers() {
   return sessions_.Snapshot();
 }
 
-size_t Broker::WatcherCount() {
-  absl::MutexLock lock(&mu_);
-  return watchers_.size();
-}
-
 std::optional<std::string> Broker::LeaseQueue(const std::string& token) {
   absl::MutexLock lock(&mu_);
   const LeaseState* lease = leases_.Find(token);

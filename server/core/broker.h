@@ -191,8 +191,6 @@ class Broker {
   std::vector<WorkerSnapshot> ListWorkers();
   // The queue of the job leased under `token`, while the lease lasts.
   std::optional<std::string> LeaseQueue(const std::string& token);
-  // Watch and Wait calls registered now.
-  size_t WatcherCount();
 
   // ---- lifecycle ----
 
